@@ -1,0 +1,90 @@
+"""The labctl command line: parse, call, render.  Command modules import nothing heavy at
+module level (no docker SDK, jinja2 or sh), so `labctl --help` starts as fast as typer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from labctl import __version__
+from labctl.commands import dhcp, vmnet
+from labctl.errors import EXIT_FAILED, EXIT_USAGE, LabctlError
+
+app = typer.Typer(
+    name="labctl",
+    help="A Docker host VM on VMware Fusion or Workstation whose containers you reach by IP.\n\n"
+    "Examples:\n\n"
+    "  labctl vmnet ls\n\n"
+    "  labctl dhcp reserve lab --mac 00:50:56:2a:bb:cc --ip auto --vmnet vmnet2 --dry-run",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(vmnet.app, name="vmnet")
+app.add_typer(dhcp.app, name="dhcp")
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and every command run."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Log the commands labctl runs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    global _debug
+    _debug = debug or bool(os.environ.get("LABCTL_DEBUG"))
+    level = logging.DEBUG if _debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="labctl: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except LabctlError as exc:
+        if _debug:
+            import traceback
+
+            traceback.print_exc()
+        line = f"labctl: error: {exc.message}"
+        if exc.remedy:
+            line += f" (fix: {exc.remedy})"
+        sys.stderr.write(line + "\n")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("labctl: aborted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.stderr.write("labctl: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # a bug: one line unless --debug
+        if _debug:
+            raise
+        sys.stderr.write(f"labctl: internal error: {type(exc).__name__}: {exc} "
+                         "(run with --debug for the traceback)\n")
+        sys.exit(EXIT_FAILED)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

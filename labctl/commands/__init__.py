@@ -1,0 +1,1 @@
+"""Command modules: each is a small typer app that parses, calls and renders."""

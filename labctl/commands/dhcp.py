@@ -1,0 +1,93 @@
+"""labctl dhcp: DHCP reservations in a vmnet's dhcpd.conf."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Fixed addresses for VMs: DHCP reservations in a vmnet's dhcpd.conf.",
+                  no_args_is_help=True)
+
+VMNET = typer.Option(None, "--vmnet", help="vmnetN (default: the lab's vmnet, or the only host-only one).")
+
+
+@app.command("ls")
+def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List reservations, each marked managed-by-labctl or not.
+
+    Example: labctl dhcp ls --vmnet vmnet2
+    """
+    from labctl import ui
+    from labctl.paths import Paths, parse_vmnet
+    from labctl.vmware import lab
+
+    paths = Paths.detect()
+    numbers = [parse_vmnet(vmnet)] if vmnet else sorted(lab.dhcpd_files(paths))
+    rows = []
+    for n in numbers:
+        _, conf = lab.read_dhcpd(paths, n)
+        for h in conf.hosts:
+            rows.append({"vmnet": f"vmnet{n}", **h.as_dict()})
+    if json:
+        ui.print_json(rows)
+        return
+    if not rows:
+        ui.info("no reservations")
+        return
+    ui.table(None, ["VMNET", "NAME", "MAC", "IP", "MANAGED"],
+             [(r["vmnet"], r["name"], r["mac"], r["ip"],
+               "labctl" if r["managed"] else ("vmware" if r["protected"] else "no")) for r in rows])
+
+
+@app.command("reserve")
+def reserve(
+    name: str = typer.Argument(..., help="Host name for the reservation (letters, digits, - _ .)."),
+    mac: str = typer.Option(..., "--mac", help="The VM NIC's MAC address."),
+    ip: str = typer.Option("auto", "--ip", help="An address outside the dynamic range, or 'auto'."),
+    vmnet: str = VMNET,
+    no_restart: bool = typer.Option(False, "--no-restart", help="Do not restart VMware networking."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
+) -> None:
+    """Give a MAC a fixed IP on a vmnet (idempotent).
+
+    Example: labctl dhcp reserve lab --mac 00:50:56:2a:bb:cc --ip auto --vmnet vmnet2
+    """
+    from labctl import ui
+    from labctl.commands.common import apply, changing
+    from labctl.paths import Paths
+    from labctl.vmware import lab
+    from labctl.vmware.dhcpd import check_name, normalize_mac, parse_ip
+
+    check_name(name)
+    mac = normalize_mac(mac)
+    wanted = None if ip == "auto" else str(parse_ip(ip))
+    paths = Paths.detect()
+    with changing(paths, dry_run):
+        n = lab.resolve_vmnet(paths, vmnet)
+        plan, chosen = lab.plan_reserve(paths, lab.ReservationRequest(name, mac, wanted, n),
+                                        restart=not no_restart)
+        apply(plan, paths, dry_run)
+    if not dry_run and not plan.empty:
+        ui.info(f"reserved {chosen} for {name} ({mac}) on vmnet{n}")
+
+
+@app.command("release")
+def release(
+    name: str = typer.Argument(..., help="The reservation to remove (only labctl's own)."),
+    vmnet: str = VMNET,
+    no_restart: bool = typer.Option(False, "--no-restart", help="Do not restart VMware networking."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
+) -> None:
+    """Remove a reservation labctl made; the file returns to its bytes from before.
+
+    Example: labctl dhcp release lab --vmnet vmnet2
+    """
+    from labctl.commands.common import apply, changing
+    from labctl.paths import Paths
+    from labctl.vmware import lab
+    from labctl.vmware.dhcpd import check_name
+
+    check_name(name)
+    paths = Paths.detect()
+    with changing(paths, dry_run):
+        n = lab.resolve_vmnet(paths, vmnet)
+        apply(lab.plan_release(paths, name, n, restart=not no_restart), paths, dry_run)

@@ -1,0 +1,51 @@
+"""labctl vmnet: VMware virtual networks."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="VMware virtual networks (vmnets): list and create host-only ones.",
+                  no_args_is_help=True)
+
+
+@app.command("ls")
+def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List vmnets: kind, subnet, DHCP, host adapter and the host's address on it.
+
+    Example: labctl vmnet ls --json
+    """
+    from labctl import ui
+    from labctl.paths import Paths
+    from labctl.vmware import lab
+
+    rows = lab.vmnet_rows(Paths.detect())
+    if json:
+        ui.print_json(rows)
+        return
+    ui.table(None, ["VMNET", "KIND", "SUBNET", "NETMASK", "DHCP", "HOST ADAPTER", "HOST ADDRESS"],
+             [(r["vmnet"], r["kind"], r["subnet"], r["netmask"], ui.yesno(r["dhcp"]),
+               ui.yesno(r["virtual_adapter"]), r["host_address"] or "-") for r in rows])
+
+
+@app.command("create")
+def create(
+    subnet: str = typer.Option(..., "--subnet", help="The network, e.g. 192.168.99.0/24."),
+    vmnet: str = typer.Option("auto", "--vmnet", help="vmnetN, or 'auto' for the first free one."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
+) -> None:
+    """Create a host-only vmnet with DHCP and a host adapter.
+
+    Example: labctl vmnet create --subnet 192.168.99.0/24 --dry-run
+    """
+    from labctl import ui
+    from labctl.commands.common import apply, changing
+    from labctl.paths import Paths
+    from labctl.vmware import lab
+
+    lab.parse_subnet(subnet)
+    paths = Paths.detect()
+    with changing(paths, dry_run):
+        plan, number = lab.plan_vmnet_create(paths, vmnet, subnet)
+        apply(plan, paths, dry_run)
+    if not dry_run and not plan.empty:
+        ui.info(f"created vmnet{number} on {subnet}")

@@ -1,0 +1,242 @@
+"""Plans: ordered Changes that describe themselves before anything runs.
+
+Each Change has a sentence (``describe``), the exact commands it will run (``commands``,
+argv lists with privilege as a field) and, for file edits, a unified diff.  ``--dry-run``
+prints a Plan and stops; ``execute`` applies one through the Runner.  Planners are pure:
+they take facts and return a Plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labctl import fileops
+from labctl.errors import LabctlError
+from labctl.runner import Runner, display, is_root
+
+Validator = Callable[[bytes], None]
+
+
+@dataclass
+class Command:
+    argv: list[str]
+    sudo: bool = False
+    timeout: float | None = None
+
+    def show(self) -> str:
+        return display(self.argv, self.sudo)
+
+
+class Change:
+    """One step of a plan (subclasses are dataclasses with these two fields)."""
+
+    description: str
+    privileged: bool
+
+    def commands(self) -> list[Command]:
+        return []
+
+    def diff(self) -> str:
+        return ""
+
+    def apply(self, ctx: ExecContext) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": type(self).__name__,
+            "description": self.description,
+            "privileged": self.privileged,
+            "commands": [{"argv": c.argv, "sudo": c.sudo} for c in self.commands()],
+            "diff": self.diff(),
+        }
+
+
+def unified_diff(path: Path, old: bytes | None, new: bytes | None) -> str:
+    a = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    b = (new or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(
+        a, b, fromfile=str(path) if old is not None else "/dev/null",
+        tofile=str(path) if new is not None else "/dev/null",
+    )
+    out = []
+    for line in lines:
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+@dataclass
+class WriteFile(Change):
+    """Replace a file atomically (backup first), after validating the new bytes."""
+
+    path: Path
+    old: bytes | None
+    new: bytes
+    description: str = ""
+    privileged: bool = True
+    validate: Validator | None = None
+    mode: int = 0o644
+
+    def __post_init__(self) -> None:
+        self.description = self.description or f"write {self.path}"
+
+    def diff(self) -> str:
+        return unified_diff(self.path, self.old, self.new)
+
+    def apply(self, ctx: ExecContext) -> None:
+        if self.validate is not None:
+            self.validate(self.new)
+        current = self.path.read_bytes() if self.path.exists() else None
+        if current != self.old:
+            raise LabctlError(
+                f"{self.path} changed while labctl was planning; nothing was written",
+                "run the command again",
+            )
+        ctx.write(self.path, self.new, privileged=self.privileged, mode=self.mode)
+
+
+@dataclass
+class DeleteFile(Change):
+    path: Path
+    old: bytes
+    description: str = ""
+    privileged: bool = True
+
+    def __post_init__(self) -> None:
+        self.description = self.description or f"remove {self.path}"
+
+    def diff(self) -> str:
+        return unified_diff(self.path, self.old, None)
+
+    def apply(self, ctx: ExecContext) -> None:
+        ctx.delete(self.path, privileged=self.privileged)
+
+
+@dataclass
+class Run(Change):
+    """Run one or more commands."""
+
+    cmds: list[Command]
+    description: str = ""
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        self.privileged = any(c.sudo for c in self.cmds)
+        self.description = self.description or "; ".join(c.show() for c in self.cmds)
+
+    def commands(self) -> list[Command]:
+        return self.cmds
+
+    def apply(self, ctx: ExecContext) -> None:
+        for c in self.cmds:
+            ctx.runner.run(c.argv, sudo=c.sudo, timeout=c.timeout, check=self.check)
+
+
+@dataclass
+class Step(Change):
+    """A step in Python (wait for an address, talk to an API): described, not shown as argv."""
+
+    description: str
+    fn: Callable[[ExecContext], None]
+    privileged: bool = False
+    shown: list[Command] = field(default_factory=list)
+
+    def commands(self) -> list[Command]:
+        return self.shown
+
+    def apply(self, ctx: ExecContext) -> None:
+        self.fn(ctx)
+
+
+@dataclass
+class Plan:
+    title: str
+    changes: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # no-op reasons, warnings, hints
+    after: list[str] = field(default_factory=list)  # what to tell the user once applied
+
+    def add(self, change: Change) -> None:
+        self.changes.append(change)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def privileged(self) -> bool:
+        return any(c.privileged for c in self.changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "changes": [c.as_dict() for c in self.changes],
+            "notes": self.notes,
+        }
+
+    def render(self) -> str:
+        """The dry-run text: every change, its exact commands and diffs."""
+        lines = [f"Plan: {self.title}"]
+        if self.empty:
+            lines.append("  nothing to do")
+        for i, change in enumerate(self.changes, 1):
+            lines.append(f"{i}. {change.description}")
+            for cmd in change.commands():
+                lines.append(f"   $ {cmd.show()}")
+            diff = change.diff()
+            if diff:
+                lines.extend("   " + d for d in diff.rstrip("\n").split("\n"))
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ExecContext:
+    runner: Runner
+    backup_dir: Path
+    written: list[Path] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, path: Path, data: bytes, *, privileged: bool, mode: int = 0o644) -> None:
+        if privileged and not is_root():
+            self.runner.run(
+                [sys.executable, "-m", "labctl.fileops", "write", str(path), str(self.backup_dir)],
+                sudo=True,
+                input=data,
+            )
+        else:
+            fileops.backup(path, self.backup_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fileops.atomic_write(path, data, default_mode=mode)
+        self.written.append(path)
+
+    def delete(self, path: Path, *, privileged: bool) -> None:
+        if privileged and not is_root():
+            self.runner.run(
+                [sys.executable, "-m", "labctl.fileops", "delete", str(path), str(self.backup_dir)],
+                sudo=True,
+            )
+        else:
+            fileops.backup(path, self.backup_dir)
+            path.unlink(missing_ok=True)
+        self.written.append(path)
+
+
+def execute(plan: Plan, runner: Runner, backup_dir: Path,
+            progress: Callable[[Change], Any] | None = None) -> ExecContext:
+    """Apply a plan in order: ask for root once up front, then run each change."""
+    ctx = ExecContext(runner=runner, backup_dir=backup_dir)
+    if plan.privileged:
+        runner.ensure_privilege()
+    for change in plan.changes:
+        if progress is not None:
+            with progress(change):
+                change.apply(ctx)
+        else:
+            change.apply(ctx)
+    return ctx

@@ -1,0 +1,143 @@
+"""The one way labctl runs an external command.
+
+argv lists only (never a shell string), a timeout on every call, privilege as a field
+(``sudo=True`` prefixes ``sudo -n`` when not root, after one ``sudo -v`` up front), output
+captured and logged.  The ``sh`` library does the process work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from labctl.errors import CommandFailed, CommandTimeout, PreconditionMissing
+
+log = logging.getLogger("labctl.runner")
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def display(argv: Sequence[str], sudo: bool = False) -> str:
+    """The command as a user would paste it."""
+    prefix = "sudo " if sudo and not is_root() else ""
+    return prefix + shlex.join(argv)
+
+
+@dataclass
+class Runner:
+    """Runs commands; remembers what it ran (``history``) for summaries and audits."""
+
+    default_timeout: float = DEFAULT_TIMEOUT
+    history: list[Result] = field(default_factory=list)
+    privileged_runs: int = 0
+    _sudo_ready: bool = False
+
+    def ensure_privilege(self) -> None:
+        """Ask for root once, up front, before the first change of a plan."""
+        if is_root() or self._sudo_ready:
+            return
+        import sh
+
+        try:
+            sh.Command("sudo")("-v", _fg=True)
+        except sh.CommandNotFound as exc:
+            raise PreconditionMissing(
+                "this change needs root and sudo is not installed", "run labctl as root"
+            ) from exc
+        except sh.ErrorReturnCode as exc:
+            raise PreconditionMissing(
+                "this change needs root and sudo refused", "run it again and enter your password"
+            ) from exc
+        self._sudo_ready = True
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+        check: bool = True,
+        input: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        import sh
+
+        argv = [str(a) for a in argv]
+        full = list(argv)
+        if sudo:
+            self.privileged_runs += 1
+            if not is_root():
+                full = ["sudo", "-n", *argv]
+        limit = self.default_timeout if timeout is None else timeout
+        log.info("run%s: %s", " (privileged)" if sudo else "", shlex.join(argv))
+        started = time.monotonic()
+        kwargs: dict[str, object] = {
+            "_ok_code": list(range(256)),
+            "_return_cmd": True,
+            "_timeout": limit,
+            "_decode_errors": "replace",
+        }
+        if input is not None:
+            kwargs["_in"] = input
+        if env is not None:
+            kwargs["_env"] = {**os.environ, **env}
+        try:
+            proc = sh.Command(full[0])(*full[1:], **kwargs)
+        except sh.CommandNotFound as exc:
+            raise PreconditionMissing(
+                f"{argv[0]} not found", f"install it or check your PATH ({shlex.join(argv)})"
+            ) from exc
+        except sh.TimeoutException as exc:
+            raise CommandTimeout(
+                f"{shlex.join(argv)} did not finish within {limit:g} s", argv=argv
+            ) from exc
+        except PermissionError as exc:
+            raise PreconditionMissing(f"{argv[0]} is not executable: {exc}") from exc
+        result = Result(
+            argv=argv,
+            returncode=int(proc.exit_code or 0),
+            stdout=_text(proc.stdout),
+            stderr=_text(proc.stderr),
+            seconds=time.monotonic() - started,
+        )
+        self.history.append(result)
+        log.debug("rc=%s in %.3fs stdout=%r stderr=%r", result.returncode, result.seconds,
+                  result.stdout[-2000:], result.stderr[-2000:])
+        if check and not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            last = detail[-1] if detail else f"exit status {result.returncode}"
+            raise CommandFailed(
+                f"{shlex.join(argv)} failed: {last}",
+                argv=argv,
+                returncode=result.returncode,
+                stdout=result.stdout,
+                stderr=result.stderr,
+            )
+        return result
+
+
+def _text(data: object) -> str:
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data or "")

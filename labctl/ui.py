@@ -1,0 +1,58 @@
+"""Output: rich tables and spinners for people, JSON for scripts.  rich honours NO_COLOR and
+drops colour when output is not a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal:  # piped: never cut a column
+    out.width = max(out.width, 240)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    out.print(t)
+
+
+def yesno(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def info(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def plain(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[None]:
+    """A spinner with the step's name and elapsed time while it runs; a ✓ line after."""
+    started = time.monotonic()
+    if err.is_terminal:
+        with err.status(f"{description} …"):
+            yield
+    else:
+        yield
+    err.print(f"[green]✓[/] {description} [dim]({time.monotonic() - started:.1f}s)[/]",
+              markup=True, highlight=False)

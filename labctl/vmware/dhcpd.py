@@ -1,0 +1,407 @@
+"""A vmnet's ``dhcpd.conf`` (ISC dhcpd syntax, as vmnet-dhcpd reads it).
+
+The text is kept as read.  A small tokenizer (comments, quoted strings, braces) finds the
+structure labctl needs: the DO-NOT-MODIFY section, the subnet with its dynamic range, and
+every ``host`` block.  Reservations labctl writes are appended after the section's End line
+in exactly the shape docker-machine's Fusion driver reads::
+
+    # labctl: begin reservation lab
+    host lab {
+    \thardware ethernet 00:50:56:2a:bb:cc;
+    \tfixed-address 192.168.99.10;
+    }
+    # labctl: end reservation lab
+
+Removing a block restores the bytes the file had before it was added.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from labctl.errors import Conflict, InvalidInput, MalformedFile
+from labctl.vmware.text import decode, encode
+
+END_MARKER = 'End of "DO NOT MODIFY SECTION"'
+START_MARKER = 'Start of "DO NOT MODIFY SECTION"'
+BEGIN_TAG = "# labctl: begin reservation "
+END_TAG = "# labctl: end reservation "
+
+# docker-machine's vmwarefusion driver (GetIP) reads reservations with these patterns.
+DM_HOST = re.compile(r"^host (.+?) {")
+DM_MAC = re.compile(r"^\s*hardware ethernet (.+?);$")
+DM_IP = re.compile(r"^\s*fixed-address (.+?);$")
+DM_END = re.compile(r"^}")
+
+_TOKEN = re.compile(
+    r'(?P<ws>\s+)|(?P<comment>\#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<punct>[{};])'
+    r'|(?P<word>[^\s{};"\#]+)'
+)
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,62}$")
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
+
+
+# ---- validation of user input ----------------------------------------------------------------
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(
+            f"invalid reservation name {name!r}: use letters, digits, '-', '_' and '.' "
+            "(at most 63, starting with a letter or digit)"
+        )
+    return name
+
+
+def normalize_mac(mac: str) -> str:
+    mac = (mac or "").strip()
+    if not MAC_RE.match(mac):
+        raise InvalidInput(f"invalid MAC address {mac!r}: expected six hex pairs like 00:50:56:2a:bb:cc")
+    octets = [int(p, 16) for p in re.split("[:-]", mac)]
+    if octets[0] & 1:
+        raise InvalidInput(f"invalid MAC address {mac}: it is a multicast address")
+    if not any(octets):
+        raise InvalidInput(f"invalid MAC address {mac}: all zeros")
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def parse_ip(ip: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address((ip or "").strip())
+    except ValueError as exc:
+        raise InvalidInput(f"invalid IPv4 address {ip!r}") from exc
+
+
+# ---- structure --------------------------------------------------------------------------------
+@dataclass
+class Node:
+    words: list[str]
+    start: int  # offset of the first word
+    end: int  # offset just past ';' or '}'
+    children: list[Node] | None = None  # None for a simple statement
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    macs: tuple[str, ...]
+    ips: tuple[str, ...]
+    start: int
+    end: int
+    line: int
+    managed: bool
+    protected: bool  # inside the DO-NOT-MODIFY section
+
+    @property
+    def mac(self) -> str | None:
+        return self.macs[0] if self.macs else None
+
+    @property
+    def ip(self) -> str | None:
+        return self.ips[0] if self.ips else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "mac": self.mac, "ip": self.ip, "managed": self.managed,
+                "protected": self.protected, "line": self.line}
+
+
+@dataclass(frozen=True)
+class Subnet:
+    network: ipaddress.IPv4Network
+    ranges: tuple[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address], ...]
+    routers: tuple[str, ...]
+
+    def in_range(self, ip: ipaddress.IPv4Address) -> bool:
+        return any(lo <= ip <= hi for lo, hi in self.ranges)
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    tokens = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if not m:
+            line = text.count("\n", 0, pos) + 1
+            raise MalformedFile(f"dhcpd.conf line {line}: unterminated quoted string")
+        kind = m.lastgroup or ""
+        if kind not in ("ws", "comment"):
+            tokens.append((kind, m.group(), m.start()))
+        pos = m.end()
+    return tokens
+
+
+def _parse_nodes(text: str) -> list[Node]:
+    tokens = _tokenize(text)
+    stack: list[list[Node]] = [[]]
+    heads: list[tuple[list[str], int]] = []
+    words: list[str] = []
+    start = -1
+    for kind, value, off in tokens:
+        if kind == "punct":
+            if value == ";":
+                stack[-1].append(Node(words, start if words else off, off + 1))
+            elif value == "{":
+                heads.append((words, start if words else off))
+                stack.append([])
+            else:  # "}"
+                if not heads:
+                    line = text.count("\n", 0, off) + 1
+                    raise MalformedFile(f"dhcpd.conf line {line}: unbalanced '}}'")
+                if words:
+                    line = text.count("\n", 0, off) + 1
+                    raise MalformedFile(f"dhcpd.conf line {line}: statement without ';' before '}}'")
+                children = stack.pop()
+                hwords, hstart = heads.pop()
+                stack[-1].append(Node(hwords, hstart, off + 1, children))
+            words, start = [], -1
+        else:
+            if not words:
+                start = off
+            words.append(value[1:-1] if kind == "string" else value)
+    if heads:
+        line = text.count("\n", 0, heads[-1][1]) + 1
+        raise MalformedFile(f"dhcpd.conf line {line}: '{{' is never closed (unbalanced braces)")
+    if words:
+        raise MalformedFile("dhcpd.conf ends inside a statement (missing ';')")
+    return stack[0]
+
+
+def _walk(nodes: list[Node]):
+    for node in nodes:
+        yield node
+        if node.children:
+            yield from _walk(node.children)
+
+
+class DhcpdConf:
+    """A parsed dhcpd.conf.  ``text`` is the file as read; edits return new text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.nodes = _parse_nodes(text)
+        self.end_marker = self._find_end_marker()
+        self.hosts = self._hosts()
+        self.subnets = self._subnets()
+
+    @classmethod
+    def parse(cls, data: bytes) -> DhcpdConf:
+        return cls(decode(data))
+
+    def dump(self) -> bytes:
+        return encode(self.text)
+
+    # -- facts ----------------------------------------------------------------------------------
+    def _find_end_marker(self) -> int | None:
+        """Offset just past the End-of-DO-NOT-MODIFY line (its newline included)."""
+        idx = self.text.find(END_MARKER)
+        if idx < 0:
+            return None
+        nl = self.text.find("\n", idx)
+        return len(self.text) if nl < 0 else nl + 1
+
+    @property
+    def has_protected_section(self) -> bool:
+        return self.end_marker is not None
+
+    @property
+    def protected_text(self) -> str:
+        """Everything up to and including the End line: never changed by labctl."""
+        if self.end_marker is None:
+            return ""
+        return self.text[: self.end_marker]
+
+    def _managed_spans(self) -> dict[str, tuple[int, int]]:
+        spans: dict[str, tuple[int, int]] = {}
+        for m in re.finditer(r"(?m)^" + re.escape(BEGIN_TAG) + r"(\S+)[ \t]*$", self.text):
+            name = m.group(1)
+            end = re.compile(r"(?m)^" + re.escape(END_TAG + name) + r"[ \t]*(\n|$)").search(
+                self.text, m.end())
+            if not end:
+                continue
+            # the block starts with the newline before its BEGIN tag (see with_reservation)
+            start = m.start() - 1 if m.start() > 0 and self.text[m.start() - 1] == "\n" else m.start()
+            spans[name] = (start, end.end())
+        return spans
+
+    def _hosts(self) -> list[Host]:
+        managed = self._managed_spans()
+        hosts = []
+        for node in _walk(self.nodes):
+            if node.children is None or not node.words or node.words[0] != "host":
+                continue
+            name = " ".join(node.words[1:])
+            macs, ips = [], []
+            for child in node.children:
+                w = child.words
+                if len(w) >= 3 and w[0] == "hardware" and w[1] == "ethernet":
+                    macs.append(w[2].lower())
+                elif w and w[0] == "fixed-address":
+                    ips.extend(x for x in " ".join(w[1:]).replace(",", " ").split() if x)
+            span = managed.get(name)
+            is_managed = bool(span and span[0] <= node.start and node.end <= span[1])
+            protected = self.end_marker is not None and node.start < self.end_marker
+            hosts.append(Host(name, tuple(macs), tuple(ips), node.start, node.end,
+                              self.text.count("\n", 0, node.start) + 1, is_managed, protected))
+        return hosts
+
+    def _subnets(self) -> list[Subnet]:
+        out = []
+        for node in _walk(self.nodes):
+            w = node.words
+            if node.children is None or len(w) != 4 or w[0] != "subnet" or w[2] != "netmask":
+                continue
+            try:
+                net = ipaddress.IPv4Network(f"{w[1]}/{w[3]}", strict=False)
+            except ValueError:
+                continue
+            ranges, routers = [], []
+            for child in node.children:
+                cw = [x for x in child.words if x != "dynamic-bootp"]
+                try:
+                    if cw and cw[0] == "range" and len(cw) >= 2:
+                        lo = ipaddress.IPv4Address(cw[1])
+                        hi = ipaddress.IPv4Address(cw[2]) if len(cw) > 2 else lo
+                        ranges.append((lo, hi))
+                except ValueError:
+                    continue
+                if cw[:2] == ["option", "routers"]:
+                    routers.extend(x.strip(",") for x in cw[2:])
+            out.append(Subnet(net, tuple(ranges), tuple(routers)))
+        return out
+
+    @property
+    def subnet(self) -> Subnet | None:
+        return self.subnets[0] if self.subnets else None
+
+    def host(self, name: str) -> Host | None:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        return None
+
+    def docker_machine_lookup(self, mac: str) -> str | None:
+        """The IP docker-machine's Fusion driver would read for ``mac`` (its own rules)."""
+        in_host = False
+        cur_mac = cur_ip = None
+        for line in self.text.split("\n"):
+            if DM_HOST.match(line):
+                in_host, cur_mac, cur_ip = True, None, None
+                continue
+            if not in_host:
+                continue
+            if m := DM_MAC.match(line):
+                cur_mac = m.group(1)
+            if m := DM_IP.match(line):
+                cur_ip = m.group(1)
+            if DM_END.match(line):
+                in_host = False
+                if cur_mac and cur_ip and cur_mac.lower() == mac.lower():
+                    return cur_ip
+        return None
+
+    # -- edits ----------------------------------------------------------------------------------
+    def require_protected_section(self) -> None:
+        if self.end_marker is None:
+            raise MalformedFile(
+                f"dhcpd.conf has no '{END_MARKER}' line, so labctl cannot tell VMware's part "
+                "from yours; nothing was changed",
+                "let VMware regenerate the file (Fusion: vmnet-cli --configure) and try again",
+            )
+
+    def pick_free_ip(self) -> ipaddress.IPv4Address:
+        sub = self._require_subnet()
+        taken = {ip for h in self.hosts for ip in h.ips}
+        net = sub.network
+        for candidate in net.hosts():
+            offset = int(candidate) - int(net.network_address)
+            if offset <= 2 or sub.in_range(candidate) or str(candidate) in taken:
+                continue
+            if str(candidate) in sub.routers:
+                continue
+            return candidate
+        raise Conflict(f"no free address outside the dynamic range in {net}",
+                       "release a reservation or shrink the range")
+
+    def _require_subnet(self) -> Subnet:
+        if self.subnet is None:
+            raise MalformedFile("dhcpd.conf declares no subnet")
+        return self.subnet
+
+    def check_ip(self, ip: ipaddress.IPv4Address) -> None:
+        sub = self._require_subnet()
+        net = sub.network
+        if ip not in net:
+            raise InvalidInput(f"{ip} is outside the vmnet's subnet {net}")
+        offset = int(ip) - int(net.network_address)
+        if ip in (net.network_address, net.broadcast_address):
+            raise InvalidInput(f"{ip} is the network or broadcast address of {net}")
+        if offset in (1, 2):
+            raise InvalidInput(f"{ip} is reserved for the host (.1) or the NAT gateway (.2)")
+        if sub.in_range(ip):
+            lo, hi = next(r for r in sub.ranges if r[0] <= ip <= r[1])
+            raise InvalidInput(
+                f"{ip} is inside the dynamic range {lo}-{hi}, where it could be leased to "
+                "another VM", "pick an address outside it, or --ip auto")
+
+    def reservation_block(self, name: str, mac: str, ip: str) -> str:
+        return (f"\n{BEGIN_TAG}{name}\nhost {name} {{\n\thardware ethernet {mac};\n"
+                f"\tfixed-address {ip};\n}}\n{END_TAG}{name}\n")
+
+    def plan_reserve(self, name: str, mac: str, ip: str | None) -> tuple[str, str]:
+        """Return (new_text, ip).  new_text == self.text means nothing to do."""
+        check_name(name)
+        mac = normalize_mac(mac)
+        self.require_protected_section()
+        mine = self.host(name)
+        if mine is not None and not mine.managed:
+            raise Conflict(f"a host block named {name!r} that labctl did not write exists "
+                           f"(line {mine.line}); labctl will not change it",
+                           "choose another name or edit that block yourself")
+        if ip is None and mine is not None and mine.mac == mac and mine.ip:
+            ip = mine.ip
+        addr = parse_ip(ip) if ip is not None else self.pick_free_ip()
+        if not (mine is not None and mine.ip == str(addr)):
+            self.check_ip(addr)
+        for h in self.hosts:
+            if h.name == name and h.managed:
+                continue
+            what = "not written by labctl" if not h.managed else "written by labctl"
+            if mac in h.macs:
+                raise Conflict(f"MAC {mac} is already reserved by host {h.name!r} "
+                               f"(line {h.line}, {what})", "release it first or use another MAC")
+            if str(addr) in h.ips:
+                raise Conflict(f"{addr} is already reserved by host {h.name!r} "
+                               f"(line {h.line}, {what})", "pick another address or --ip auto")
+        if mine is not None and mine.mac == mac and mine.ip == str(addr) and len(mine.macs) == 1:
+            return self.text, str(addr)
+        base = self.text if mine is None else self._without(name)
+        return base + self.reservation_block(name, mac, str(addr)), str(addr)
+
+    def _without(self, name: str) -> str:
+        span = self._managed_spans().get(name)
+        if span is None:
+            return self.text
+        return self.text[: span[0]] + self.text[span[1]:]
+
+    def plan_release(self, name: str) -> str:
+        check_name(name)
+        h = self.host(name)
+        if h is not None and not h.managed:
+            raise Conflict(f"host {name!r} (line {h.line}) was not written by labctl; "
+                           "labctl does not remove it", "edit the file yourself if you mean to")
+        return self._without(name)
+
+    def managed_blocks(self) -> dict[str, str]:
+        return {n: self.text[a:b] for n, (a, b) in self._managed_spans().items()}
+
+
+def validate_edit(old: DhcpdConf, new_text: str) -> DhcpdConf:
+    """Checks a new dhcpd.conf before it replaces the old one."""
+    new = DhcpdConf(new_text)
+    if old.protected_text != new.protected_text:
+        raise MalformedFile("refusing to write: the DO-NOT-MODIFY section would change")
+    for h in new.hosts:
+        if h.managed and new.docker_machine_lookup(h.mac or "") != h.ip:
+            raise MalformedFile(f"refusing to write: docker-machine could not read host {h.name}")
+    return new

@@ -1,0 +1,258 @@
+"""Facts about the host's VMware networking and the plans that change it (vmnets and DHCP
+reservations).  Probes only read; planners return Plans; nothing here both reads and writes."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl import fileops
+from labctl import state as labstate
+from labctl.errors import Conflict, InvalidInput, MalformedFile, PreconditionMissing
+from labctl.paths import Paths
+from labctl.plan import ExecContext, Plan, Run, Step, WriteFile
+from labctl.runner import is_root
+from labctl.vmware import tools
+from labctl.vmware.dhcpd import DhcpdConf, validate_edit
+from labctl.vmware.networking import NetworkingFile, Vmnet
+from labctl.vmware.text import encode, read
+
+
+def read_networking(paths: Paths) -> tuple[bytes, NetworkingFile]:
+    data = read(paths.networking, f"{paths.product} networking file")
+    return data, NetworkingFile.parse(data)
+
+
+def read_dhcpd(paths: Paths, vmnet: int) -> tuple[bytes, DhcpdConf]:
+    data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf")
+    return data, DhcpdConf.parse(data)
+
+
+def resolve_vmnet(paths: Paths, requested: str | None) -> int:
+    """--vmnet, else the vmnet labctl set up, else the only host-only vmnet with DHCP."""
+    from labctl.paths import parse_vmnet
+
+    if requested:
+        return parse_vmnet(requested)
+    default = labstate.load(paths).get("default_vmnet")
+    if default is not None:
+        return int(default)
+    _, net = read_networking(paths)
+    candidates = [v.number for v in net.vmnets.values() if v.kind == "host-only" and v.dhcp]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise PreconditionMissing("no host-only vmnet with DHCP exists",
+                                  "create one: labctl vmnet create --subnet 192.168.99.0/24")
+    names = ", ".join(f"vmnet{n}" for n in candidates)
+    raise InvalidInput(f"several host-only vmnets ({names}); say which with --vmnet")
+
+
+def lease_backup_step(paths: Paths, vmnet: int) -> Step:
+    lease = paths.leases(vmnet)
+
+    def fn(ctx: ExecContext) -> None:
+        if not lease.exists():
+            return
+        if is_root():
+            fileops.backup(lease, ctx.backup_dir)
+        else:
+            ctx.runner.run([sys.executable, "-m", "labctl.fileops", "backup", str(lease),
+                            str(ctx.backup_dir)], sudo=True)
+
+    return Step(description=f"back up the vmnet{vmnet} lease file {lease}", fn=fn, privileged=True)
+
+
+def restart_hint(paths: Paths) -> str:
+    return " && ".join(c.show() for c in tools.restart_commands(paths))
+
+
+def add_restart(plan: Plan, paths: Paths, vmnet: int, restart: bool) -> None:
+    if restart:
+        plan.add(lease_backup_step(paths, vmnet))
+        plan.add(Run(tools.restart_commands(paths),
+                     description=f"restart {paths.product} networking (running VMs lose "
+                                 "their network for a few seconds)"))
+    else:
+        plan.after.append(f"networking was not restarted; to apply the change run: {restart_hint(paths)}")
+
+
+@dataclass
+class ReservationRequest:
+    name: str
+    mac: str
+    ip: str | None  # None = auto
+    vmnet: int
+
+
+def plan_reserve(paths: Paths, req: ReservationRequest, restart: bool = True) -> tuple[Plan, str]:
+    conf_path = paths.dhcpd_conf(req.vmnet)
+    old, conf = read_dhcpd(paths, req.vmnet)
+    new_text, ip = conf.plan_reserve(req.name, req.mac, req.ip)
+    plan = Plan(f"reserve {ip} for {req.name} on vmnet{req.vmnet}")
+    if new_text == conf.text:
+        plan.notes.append(f"{req.name} already has {ip} on vmnet{req.vmnet}; nothing to do")
+        return plan, ip
+    plan.add(WriteFile(conf_path, old, encode(new_text),
+                       description=f"add host {req.name} ({ip}) to {conf_path}",
+                       validate=lambda data: _validate(conf, data)))
+    add_restart(plan, paths, req.vmnet, restart)
+    return plan, ip
+
+
+def plan_release(paths: Paths, name: str, vmnet: int, restart: bool = True) -> Plan:
+    conf_path = paths.dhcpd_conf(vmnet)
+    old, conf = read_dhcpd(paths, vmnet)
+    new_text = conf.plan_release(name)
+    plan = Plan(f"release {name} on vmnet{vmnet}")
+    if new_text == conf.text:
+        plan.notes.append(f"no reservation named {name} on vmnet{vmnet}; nothing to do")
+        return plan
+    plan.add(WriteFile(conf_path, old, encode(new_text),
+                       description=f"remove host {name} from {conf_path}",
+                       validate=lambda data: _validate(conf, data)))
+    add_restart(plan, paths, vmnet, restart)
+    return plan
+
+
+def _validate(old: DhcpdConf, data: bytes) -> None:
+    validate_edit(old, data.decode("utf-8", "surrogateescape"))
+
+
+# ---- vmnets -----------------------------------------------------------------------------------
+FIRST_CUSTOM, LAST_CUSTOM = 2, 19
+
+
+def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(cidr.strip(), strict=True)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid subnet {cidr!r}: expected a network like 192.168.99.0/24") from exc
+    if not 16 <= net.prefixlen <= 29:
+        raise InvalidInput(f"subnet {net} must be between /16 and /29")
+    if not net.is_private:
+        raise InvalidInput(f"subnet {net} is not a private range; use e.g. 192.168.99.0/24")
+    return net
+
+
+def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Networks directly attached to the host's interfaces (netifaces)."""
+    import netifaces
+
+    out = []
+    for ifname in netifaces.interfaces():
+        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
+            try:
+                net = ipaddress.IPv4Network(f"{addr['addr']}/{addr.get('netmask', '32')}", strict=False)
+            except (KeyError, ValueError):
+                continue
+            if not net.is_loopback:
+                out.append((ifname, net))
+    return out
+
+
+def interface_address(name: str) -> str | None:
+    import netifaces
+
+    if name not in netifaces.interfaces():
+        return None
+    addrs = netifaces.ifaddresses(name).get(netifaces.AF_INET, [])
+    return addrs[0]["addr"] if addrs else None
+
+
+def pick_vmnet_number(net: NetworkingFile) -> int:
+    used = set(net.vmnets)
+    for n in range(FIRST_CUSTOM, LAST_CUSTOM + 1):
+        if n not in used and n != 8:
+            return n
+    raise Conflict("every custom vmnet (vmnet2-vmnet19) is in use")
+
+
+def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str) -> tuple[Plan, int]:
+    from labctl.paths import parse_vmnet
+
+    net = parse_subnet(subnet)
+    old, nf = read_networking(paths)
+    number = pick_vmnet_number(nf) if requested in (None, "auto") else parse_vmnet(requested or "")
+    existing = nf.get(number)
+    plan = Plan(f"host-only vmnet{number} with DHCP on {net}")
+    if existing is not None:
+        if existing.network == net and existing.kind == "host-only" and existing.dhcp \
+                and existing.virtual_adapter:
+            plan.notes.append(f"vmnet{number} already is host-only on {net} with DHCP; nothing to do")
+            return plan, number
+        raise Conflict(f"vmnet{number} already exists ({existing.kind}, {existing.network}); "
+                       "labctl does not change a vmnet it did not create",
+                       "pick another with --vmnet, or --vmnet auto")
+    for other in nf.vmnets.values():
+        if other.network and other.network.overlaps(net):
+            raise Conflict(f"{net} overlaps {other.name} ({other.network})", "choose another --subnet")
+    for ifname, hnet in host_networks():
+        if hnet.overlaps(net) and ifname != f"vmnet{number}":
+            raise Conflict(f"{net} overlaps the host network {hnet} on {ifname}",
+                           "choose another --subnet")
+    for key, value in (("DHCP", "yes"), ("HOSTONLY_NETMASK", str(net.netmask)),
+                       ("HOSTONLY_SUBNET", str(net.network_address)), ("VIRTUAL_ADAPTER", "yes")):
+        nf.set_answer(number, key, value)
+    new = nf.dump()
+    plan.add(WriteFile(paths.networking, old, new,
+                       description=f"add vmnet{number} (host-only, DHCP, host adapter) to {paths.networking}",
+                       validate=lambda data: _check_vmnet(data, number, net)))
+    if paths.platform == "linux" and not paths.dhcpd_conf(number).exists():
+        plan.add(WriteFile(paths.dhcpd_conf(number), None, render_dhcpd_conf(number, net),
+                           description=f"write vmnet{number}'s dhcpd.conf"))
+    configure = tools.configure_command(paths)
+    if configure:
+        plan.add(Run([configure], description="regenerate the vmnet configuration (vmnet-cli --configure)"))
+    plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
+
+    def record(state: dict) -> None:
+        state["vmnets"][str(number)] = {"created": True, "subnet": str(net)}
+        state.setdefault("default_vmnet", number)
+
+    plan.add(labstate.update_step(paths, f"record vmnet{number} as created by labctl", record))
+    return plan, number
+
+
+def _check_vmnet(data: bytes, number: int, net: ipaddress.IPv4Network) -> None:
+    v = NetworkingFile.parse(data).get(number)
+    if v is None or v.network != net or not v.dhcp:
+        raise MalformedFile(f"refusing to write: vmnet{number} would not read back as {net}")
+
+
+def render_dhcpd_conf(number: int, net: ipaddress.IPv4Network) -> bytes:
+    from labctl.render import render
+
+    hosts = list(net.hosts())
+    half = len(hosts) // 2
+    return render("vmware/dhcpd.conf.j2", vmnet=number, net=net, host_ip=hosts[0],
+                  range_start=hosts[half], range_end=hosts[-1]).encode()
+
+
+def vmnet_rows(paths: Paths) -> list[dict]:
+    _, nf = read_networking(paths)
+    rows = []
+    for v in nf.vmnets.values():
+        rows.append(_vmnet_row(v))
+    return rows
+
+
+def _vmnet_row(v: Vmnet) -> dict:
+    return {
+        "vmnet": v.name,
+        "number": v.number,
+        "kind": v.kind,
+        "subnet": str(v.network) if v.network else None,
+        "netmask": v.netmask,
+        "dhcp": v.dhcp,
+        "virtual_adapter": v.virtual_adapter,
+        "host_address": interface_address(v.name),
+        "display_name": v.display_name,
+    }
+
+
+def dhcpd_files(paths: Paths) -> dict[int, Path]:
+    _, nf = read_networking(paths)
+    return {n: paths.dhcpd_conf(n) for n in nf.vmnets if paths.dhcpd_conf(n).exists()}

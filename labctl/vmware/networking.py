@@ -1,0 +1,136 @@
+"""The VMware ``networking`` answer file (Fusion and Workstation share the format)::
+
+    VERSION=1,0
+    answer VNET_1_DHCP yes
+    answer VNET_1_HOSTONLY_SUBNET 172.16.141.0
+    add_nat_portfwd 8 tcp 2200 172.16.99.128 22
+
+Lines are kept verbatim; ``answer VNET_<n>_<KEY> <value>`` lines are indexed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from labctl.errors import MalformedFile
+from labctl.vmware.text import decode, encode
+
+_ANSWER = re.compile(r"^answer\s+VNET_(\d+)_([A-Z0-9_]+)(?:[ \t]+(.*?))?[ \t]*$")
+
+
+@dataclass(frozen=True)
+class Vmnet:
+    number: int
+    answers: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"vmnet{self.number}"
+
+    def flag(self, key: str) -> bool:
+        return self.answers.get(key, "no").lower() == "yes"
+
+    @property
+    def dhcp(self) -> bool:
+        return self.flag("DHCP")
+
+    @property
+    def nat(self) -> bool:
+        return self.flag("NAT")
+
+    @property
+    def virtual_adapter(self) -> bool:
+        return self.flag("VIRTUAL_ADAPTER")
+
+    @property
+    def kind(self) -> str:
+        if self.nat:
+            return "nat"
+        if "HOSTONLY_SUBNET" in self.answers:
+            return "host-only"
+        return "bridged"
+
+    @property
+    def subnet_address(self) -> str | None:
+        return self.answers.get("HOSTONLY_SUBNET")
+
+    @property
+    def netmask(self) -> str | None:
+        return self.answers.get("HOSTONLY_NETMASK")
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | None:
+        if not self.subnet_address or not self.netmask:
+            return None
+        try:
+            return ipaddress.IPv4Network(f"{self.subnet_address}/{self.netmask}", strict=False)
+        except ValueError:
+            return None
+
+    @property
+    def host_address(self) -> ipaddress.IPv4Address | None:
+        """VMware gives the host adapter .1 of the subnet."""
+        net = self.network
+        return net.network_address + 1 if net else None
+
+    @property
+    def display_name(self) -> str | None:
+        return self.answers.get("DISPLAY_NAME")
+
+
+class NetworkingFile:
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines(keepends=True)
+        first = self.lines[0].strip() if self.lines else ""
+        if not first.startswith("VERSION="):
+            raise MalformedFile("the networking file does not start with a VERSION= line")
+
+    @classmethod
+    def parse(cls, data: bytes) -> NetworkingFile:
+        return cls(decode(data))
+
+    def dump(self) -> bytes:
+        return encode("".join(self.lines))
+
+    def _answers(self) -> list[tuple[int, int, str, str]]:
+        out = []
+        for i, line in enumerate(self.lines):
+            m = _ANSWER.match(line.rstrip("\r\n"))
+            if m:
+                out.append((i, int(m.group(1)), m.group(2), m.group(3) or ""))
+        return out
+
+    @property
+    def vmnets(self) -> dict[int, Vmnet]:
+        found: dict[int, dict[str, str]] = {}
+        for _, n, key, value in self._answers():
+            found.setdefault(n, {})[key] = value
+        return {n: Vmnet(n, answers) for n, answers in sorted(found.items())}
+
+    def get(self, number: int) -> Vmnet | None:
+        return self.vmnets.get(number)
+
+    def set_answer(self, number: int, key: str, value: str) -> None:
+        """Change an answer in place, or insert it where VMware's sorted order puts it."""
+        answers = self._answers()
+        for i, n, k, _ in answers:
+            if n == number and k == key:
+                eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):] or "\n"
+                self.lines[i] = f"answer VNET_{number}_{key} {value}{eol}"
+                return
+        new = f"answer VNET_{number}_{key} {value}\n"
+        insert_at = None
+        for i, n, k, _ in answers:
+            if (n, k) < (number, key):
+                insert_at = i + 1
+        if insert_at is None:
+            insert_at = answers[0][0] if answers else len(self.lines)
+        if insert_at > 0 and not self.lines[insert_at - 1].endswith("\n"):
+            self.lines[insert_at - 1] += "\n"
+        self.lines.insert(insert_at, new)
+
+    def remove_vmnet(self, number: int) -> None:
+        drop = {i for i, n, _, _ in self._answers() if n == number}
+        self.lines = [line for i, line in enumerate(self.lines) if i not in drop]
