@@ -11,7 +11,8 @@ import typer
 
 from labctl import __version__
 from labctl.commands import dhcp, vmnet
-from labctl.errors import EXIT_FAILED, EXIT_USAGE, LabctlError
+from labctl.commands import console, photon
+from labctl.errors import EXIT_FAILED, LabctlError
 
 app = typer.Typer(
     name="labctl",
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 app.add_typer(vmnet.app, name="vmnet")
 app.add_typer(dhcp.app, name="dhcp")
+app.add_typer(photon.app, name="photon")
+app.command("console-help")(console.console_help)
 
 _debug = False
 
@@ -50,10 +53,11 @@ def _root(
 
 
 def main() -> None:
-    import click
-
+    """Entry point: typer handles usage errors (exit 2); labctl errors print one line."""
+    global _debug
+    _debug = _debug or "--debug" in sys.argv[1:] or bool(os.environ.get("LABCTL_DEBUG"))
     try:
-        app(standalone_mode=False)
+        app()
     except LabctlError as exc:
         if _debug:
             import traceback
@@ -64,17 +68,6 @@ def main() -> None:
             line += f" (fix: {exc.remedy})"
         sys.stderr.write(line + "\n")
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("labctl: aborted\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
-    except KeyboardInterrupt:
-        sys.stderr.write("labctl: interrupted\n")
-        sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_FAILED)
     except Exception as exc:  # a bug: one line unless --debug
@@ -83,7 +76,6 @@ def main() -> None:
         sys.stderr.write(f"labctl: internal error: {type(exc).__name__}: {exc} "
                          "(run with --debug for the traceback)\n")
         sys.exit(EXIT_FAILED)
-    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from labctl.errors import CommandFailed, CommandTimeout, PreconditionMissing
 
@@ -92,7 +93,7 @@ class Runner:
         limit = self.default_timeout if timeout is None else timeout
         log.info("run%s: %s", " (privileged)" if sudo else "", shlex.join(argv))
         started = time.monotonic()
-        kwargs: dict[str, object] = {
+        kwargs: dict[str, Any] = {
             "_ok_code": list(range(256)),
             "_return_cmd": True,
             "_timeout": limit,

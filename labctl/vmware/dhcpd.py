@@ -17,9 +17,11 @@ Removing a block restores the bytes the file had before it was added.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from labctl.errors import Conflict, InvalidInput, MalformedFile
 from labctl.vmware.text import decode, encode
@@ -35,10 +37,6 @@ DM_MAC = re.compile(r"^\s*hardware ethernet (.+?);$")
 DM_IP = re.compile(r"^\s*fixed-address (.+?);$")
 DM_END = re.compile(r"^}")
 
-_TOKEN = re.compile(
-    r'(?P<ws>\s+)|(?P<comment>\#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<punct>[{};])'
-    r'|(?P<word>[^\s{};"\#]+)'
-)
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,62}$")
 MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
 
@@ -73,16 +71,35 @@ def parse_ip(ip: str) -> ipaddress.IPv4Address:
 
 
 # ---- structure --------------------------------------------------------------------------------
-@dataclass
 class Node:
-    words: list[str]
-    start: int  # offset of the first word
-    end: int  # offset just past ';' or '}'
-    children: list[Node] | None = None  # None for a simple statement
+    """A statement (``children is None``) or a block; words are read only when asked for."""
+
+    __slots__ = ("_masked", "_ws", "_we", "end", "children", "_words")
+
+    def __init__(self, masked: str, ws: int, we: int, end: int, children: list[Node] | None) -> None:
+        self._masked, self._ws, self._we = masked, ws, we
+        self.end = end  # offset just past ';' or '}'
+        self.children = children
+        self._words: list[str] | None = None
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = _words(self._masked, self._ws, self._we)
+        return self._words
+
+    @property
+    def start(self) -> int:
+        """Offset of the first word."""
+        m = _FIRST.match(self._masked, self._ws, self._we)
+        return m.start(1) if m else self._we
+
+    def first_word_is(self, word: str) -> bool:
+        m = _FIRST.match(self._masked, self._ws, self._we)
+        return m is not None and m.group(1) == word
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(NamedTuple):
     name: str
     macs: tuple[str, ...]
     ips: tuple[str, ...]
@@ -115,56 +132,103 @@ class Subnet:
         return any(lo <= ip <= hi for lo, hi in self.ranges)
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    tokens = []
-    pos = 0
-    n = len(text)
-    while pos < n:
-        m = _TOKEN.match(text, pos)
-        if not m:
-            line = text.count("\n", 0, pos) + 1
-            raise MalformedFile(f"dhcpd.conf line {line}: unterminated quoted string")
-        kind = m.lastgroup or ""
-        if kind not in ("ws", "comment"):
-            tokens.append((kind, m.group(), m.start()))
-        pos = m.end()
-    return tokens
+_MASKED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\#[^\n]*')
+_FIRST = re.compile(r"\s*(\S+)")
+_STRUCT = re.compile(r"[{};\"]")
+# inside quoted strings, characters that matter to the structure scan are swapped for
+# control characters (and swapped back in words), so the scan runs at regex speed
+_HIDDEN = {'"': "\x0f", " ": "\x02", "\t": "\x0e", "{": "\x03", "}": "\x04", ";": "\x05", "#": "\x06"}
+_HIDE = str.maketrans(_HIDDEN)
+_SHOW = str.maketrans({v: k for k, v in _HIDDEN.items()})
+
+
+def _mask(text: str) -> str:
+    """Same length as ``text``: comments blanked, quoted strings kept but defused."""
+
+    def repl(m: re.Match[str]) -> str:
+        tok = m.group()
+        return tok.translate(_HIDE) if tok[0] == '"' else " " * len(tok)
+
+    return _MASKED.sub(repl, text)
+
+
+def _words(masked: str, start: int, end: int) -> list[str]:
+    out = []
+    for w in masked[start:end].split():
+        if w[0] == "\x0f":
+            w = w.translate(_SHOW)[1:-1]
+        elif "\x0f" in w:
+            w = w.translate(_SHOW)
+        out.append(w)
+    return out
 
 
 def _parse_nodes(text: str) -> list[Node]:
-    tokens = _tokenize(text)
+    masked = _mask(text)
     stack: list[list[Node]] = [[]]
-    heads: list[tuple[list[str], int]] = []
-    words: list[str] = []
-    start = -1
-    for kind, value, off in tokens:
-        if kind == "punct":
-            if value == ";":
-                stack[-1].append(Node(words, start if words else off, off + 1))
-            elif value == "{":
-                heads.append((words, start if words else off))
-                stack.append([])
-            else:  # "}"
-                if not heads:
-                    line = text.count("\n", 0, off) + 1
-                    raise MalformedFile(f"dhcpd.conf line {line}: unbalanced '}}'")
-                if words:
-                    line = text.count("\n", 0, off) + 1
-                    raise MalformedFile(f"dhcpd.conf line {line}: statement without ';' before '}}'")
-                children = stack.pop()
-                hwords, hstart = heads.pop()
-                stack[-1].append(Node(hwords, hstart, off + 1, children))
-            words, start = [], -1
-        else:
-            if not words:
-                start = off
-            words.append(value[1:-1] if kind == "string" else value)
+    heads: list[tuple[int, int]] = []
+    seg = 0
+    for m in _STRUCT.finditer(masked):
+        ch, off = m.group(), m.start()
+        if ch == '"':
+            raise MalformedFile(f"dhcpd.conf line {text.count(chr(10), 0, off) + 1}: "
+                                "unterminated quoted string")
+        if ch == ";":
+            stack[-1].append(Node(masked, seg, off, off + 1, None))
+        elif ch == "{":
+            heads.append((seg, off))
+            stack.append([])
+        else:  # "}"
+            if not heads:
+                line = text.count("\n", 0, off) + 1
+                raise MalformedFile(f"dhcpd.conf line {line}: unbalanced '}}'")
+            if masked[seg:off].strip():
+                line = text.count("\n", 0, off) + 1
+                raise MalformedFile(f"dhcpd.conf line {line}: statement without ';' before '}}'")
+            children = stack.pop()
+            hs, he = heads.pop()
+            stack[-1].append(Node(masked, hs, he, off + 1, children))
+        seg = off + 1
     if heads:
-        line = text.count("\n", 0, heads[-1][1]) + 1
+        line = text.count("\n", 0, heads[-1][0]) + 1
         raise MalformedFile(f"dhcpd.conf line {line}: '{{' is never closed (unbalanced braces)")
-    if words:
+    if masked[seg:].strip():
         raise MalformedFile("dhcpd.conf ends inside a statement (missing ';')")
     return stack[0]
+
+
+_HOST_BLOCK = re.compile(r"(?P<host>host)\s+(?P<name>[^\s{};][^{};]*?)\s*\{(?P<body>[^{}]*)\}")
+_SUBNET_HEAD = re.compile(r"subnet\s+(\S+)\s+netmask\s+([^\s{};]+)\s*\{")
+_HW = re.compile(r"(?:^|[\s;])hardware\s+ethernet\s+([^\s;]+)\s*(?=;|$)")
+_FIXED = re.compile(r"(?:^|[\s;])fixed-address\s+([^;]+?)\s*(?=;|$)")
+_BOUNDARY = frozenset(" \t\r\n;{}")
+
+
+def _at_statement_start(masked: str, pos: int) -> bool:
+    return pos == 0 or masked[pos - 1] in _BOUNDARY
+_MISSING_SEMI = re.compile(r"[^\s;{}]\s*\}")
+
+
+def _matching_brace(masked: str, open_at: int) -> int:
+    depth = 0
+    for m in re.compile(r"[{}]").finditer(masked, open_at):
+        depth += 1 if m.group() == "{" else -1
+        if depth == 0:
+            return m.start()
+    return len(masked)
+
+
+def _check_structure(text: str, masked: str) -> None:
+    """Balanced braces, no stray quote, every statement ended by ';' — at C speed; the exact
+    parser runs only to name the line of a problem."""
+    braces = "".join(re.findall(r"[{}]", masked))
+    prev = None
+    while braces and braces != prev:
+        prev, braces = braces, braces.replace("{}", "")
+    trailing = masked[max(masked.rfind(";"), masked.rfind("}")) + 1:].strip()
+    if braces or '"' in masked or _MISSING_SEMI.search(masked) or trailing:
+        _parse_nodes(text)  # raises MalformedFile with the line
+        raise MalformedFile("dhcpd.conf does not parse")
 
 
 def _walk(nodes: list[Node]):
@@ -179,7 +243,9 @@ class DhcpdConf:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.nodes = _parse_nodes(text)
+        self._newlines: list[int] | None = None
+        self.masked = _mask(text)
+        _check_structure(text, self.masked)
         self.end_marker = self._find_end_marker()
         self.hosts = self._hosts()
         self.subnets = self._subnets()
@@ -192,6 +258,11 @@ class DhcpdConf:
         return encode(self.text)
 
     # -- facts ----------------------------------------------------------------------------------
+    def line_of(self, offset: int) -> int:
+        if self._newlines is None:
+            self._newlines = [m.start() for m in re.finditer("\n", self.text)]
+        return bisect.bisect_left(self._newlines, offset) + 1
+
     def _find_end_marker(self) -> int | None:
         """Offset just past the End-of-DO-NOT-MODIFY line (its newline included)."""
         idx = self.text.find(END_MARKER)
@@ -226,38 +297,39 @@ class DhcpdConf:
 
     def _hosts(self) -> list[Host]:
         managed = self._managed_spans()
+        masked = self.masked
         hosts = []
-        for node in _walk(self.nodes):
-            if node.children is None or not node.words or node.words[0] != "host":
+        for m in _HOST_BLOCK.finditer(masked):
+            start, end = m.start("host"), m.end()
+            if not _at_statement_start(masked, start):
                 continue
-            name = " ".join(node.words[1:])
-            macs, ips = [], []
-            for child in node.children:
-                w = child.words
-                if len(w) >= 3 and w[0] == "hardware" and w[1] == "ethernet":
-                    macs.append(w[2].lower())
-                elif w and w[0] == "fixed-address":
-                    ips.extend(x for x in " ".join(w[1:]).replace(",", " ").split() if x)
+            name = " ".join(_words(masked, m.start("name"), m.end("name")))
+            body = m.group("body")
+            if "\x0f" in body:
+                body = body.translate(_SHOW)
+            macs = tuple(x.lower() for x in _HW.findall(body))
+            ips = tuple(x for f in _FIXED.findall(body) for x in f.replace(",", " ").split())
             span = managed.get(name)
-            is_managed = bool(span and span[0] <= node.start and node.end <= span[1])
-            protected = self.end_marker is not None and node.start < self.end_marker
-            hosts.append(Host(name, tuple(macs), tuple(ips), node.start, node.end,
-                              self.text.count("\n", 0, node.start) + 1, is_managed, protected))
+            is_managed = bool(span and span[0] <= start and end <= span[1])
+            protected = self.end_marker is not None and start < self.end_marker
+            hosts.append(Host(name, macs, ips, start, end, self.line_of(start), is_managed, protected))
         return hosts
 
     def _subnets(self) -> list[Subnet]:
         out = []
-        for node in _walk(self.nodes):
-            w = node.words
-            if node.children is None or len(w) != 4 or w[0] != "subnet" or w[2] != "netmask":
+        masked = self.masked
+        for m in _SUBNET_HEAD.finditer(masked):
+            if not _at_statement_start(masked, m.start()):
                 continue
             try:
-                net = ipaddress.IPv4Network(f"{w[1]}/{w[3]}", strict=False)
+                net = ipaddress.IPv4Network(f"{m.group(1)}/{m.group(2)}", strict=False)
             except ValueError:
                 continue
-            ranges, routers = [], []
-            for child in node.children:
-                cw = [x for x in child.words if x != "dynamic-bootp"]
+            body = masked[m.end():_matching_brace(masked, m.end() - 1)]
+            ranges: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]] = []
+            routers: list[str] = []
+            for stmt in body.split(";"):
+                cw = [x for x in _words(stmt, 0, len(stmt)) if x not in ("dynamic-bootp", "{", "}")]
                 try:
                     if cw and cw[0] == "range" and len(cw) >= 2:
                         lo = ipaddress.IPv4Address(cw[1])
@@ -386,6 +458,7 @@ class DhcpdConf:
 
     def plan_release(self, name: str) -> str:
         check_name(name)
+        self.require_protected_section()
         h = self.host(name)
         if h is not None and not h.managed:
             raise Conflict(f"host {name!r} (line {h.line}) was not written by labctl; "
@@ -396,12 +469,17 @@ class DhcpdConf:
         return {n: self.text[a:b] for n, (a, b) in self._managed_spans().items()}
 
 
-def validate_edit(old: DhcpdConf, new_text: str) -> DhcpdConf:
-    """Checks a new dhcpd.conf before it replaces the old one."""
-    new = DhcpdConf(new_text)
-    if old.protected_text != new.protected_text:
+def validate_edit(old: DhcpdConf, new_text: str) -> None:
+    """Checks a new dhcpd.conf before it replaces the old one: it parses, VMware's section is
+    byte-identical, and docker-machine's patterns read every labctl block."""
+    _parse_nodes(new_text)
+    new_marker = new_text.find(END_MARKER)
+    if old.end_marker is not None and (new_marker < 0 or not new_text.startswith(old.protected_text)):
         raise MalformedFile("refusing to write: the DO-NOT-MODIFY section would change")
-    for h in new.hosts:
-        if h.managed and new.docker_machine_lookup(h.mac or "") != h.ip:
-            raise MalformedFile(f"refusing to write: docker-machine could not read host {h.name}")
-    return new
+    probe = DhcpdConf.__new__(DhcpdConf)
+    probe.text = new_text
+    for name, (a, b) in probe._managed_spans().items():
+        block = DhcpdConf(new_text[a:b])
+        h = block.host(name)
+        if h is None or not h.mac or block.docker_machine_lookup(h.mac) != h.ip:
+            raise MalformedFile(f"refusing to write: docker-machine could not read host {name}")

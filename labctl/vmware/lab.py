@@ -4,6 +4,7 @@ reservations).  Probes only read; planners return Plans; nothing here both reads
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,23 @@ def restart_hint(paths: Paths) -> str:
     return " && ".join(c.show() for c in tools.restart_commands(paths))
 
 
+def tool_preflight_step(paths: Paths) -> Step:
+    """Runs first in a plan that restarts networking: a missing tool must stop the plan before
+    any file is written, not after."""
+    tool = paths.network_tool
+
+    def fn(ctx: ExecContext) -> None:
+        if not os.access(tool, os.X_OK):
+            raise PreconditionMissing(
+                f"{tool} not found, so networking could not be restarted; nothing was changed",
+                f"install {paths.product}, or pass --no-restart and restart it yourself")
+
+    return Step(description=f"check that {tool.name} is installed", fn=fn)
+
+
 def add_restart(plan: Plan, paths: Paths, vmnet: int, restart: bool) -> None:
     if restart:
+        plan.changes.insert(0, tool_preflight_step(paths))
         plan.add(lease_backup_step(paths, vmnet))
         plan.add(Run(tools.restart_commands(paths),
                      description=f"restart {paths.product} networking (running VMs lose "
