@@ -201,6 +201,7 @@ class ExecContext:
     backup_dir: Path
     written: list[Path] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # said to the user after the plan ran
 
     def write(self, path: Path, data: bytes, *, privileged: bool, mode: int = 0o644) -> None:
         if privileged and not is_root():

@@ -10,12 +10,33 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from rich.console import Console
+from functools import cache
+from typing import TYPE_CHECKING
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-if not out.is_terminal:  # piped: never cut a column
-    out.width = max(out.width, 240)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    out: Console
+    err: Console
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    """rich is imported only when something is printed for people (not for --json)."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not stderr and not console.is_terminal:  # piped: never cut a column
+        console.width = max(console.width, 240)
+    return console
+
+
+def __getattr__(name: str) -> Any:
+    if name == "out":
+        return _console(False)
+    if name == "err":
+        return _console(True)
+    raise AttributeError(name)
 
 
 def print_json(data: Any) -> None:
@@ -30,7 +51,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
         t.add_column(c)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    out.print(t)
+    _console(False).print(t)
 
 
 def yesno(value: bool) -> str:
@@ -38,7 +59,7 @@ def yesno(value: bool) -> str:
 
 
 def info(message: str) -> None:
-    err.print(message, markup=False)
+    _console(True).print(message, markup=False)
 
 
 def plain(text: str) -> None:
@@ -49,6 +70,7 @@ def plain(text: str) -> None:
 def step(description: str) -> Iterator[None]:
     """A spinner with the step's name and elapsed time while it runs; a ✓ line after."""
     started = time.monotonic()
+    err = _console(True)
     if err.is_terminal:
         with err.status(f"{description} …"):
             yield

@@ -41,8 +41,8 @@ def apply(plan, paths: Paths, dry_run: bool, *, json_out: bool = False,
         ui.info(note)
     if plan.empty:
         return
-    execute(plan, runner or Runner(), paths.backup_dir, progress=lambda c: ui.step(c.description))
-    for line in plan.after:
+    ctx = execute(plan, runner or Runner(), paths.backup_dir, progress=lambda c: ui.step(c.description))
+    for line in [*ctx.notices, *plan.after]:
         ui.info(line)
 
 

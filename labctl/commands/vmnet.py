@@ -16,9 +16,9 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """
     from labctl import ui
     from labctl.paths import Paths
-    from labctl.vmware import lab
+    from labctl.vmware import facts
 
-    rows = lab.vmnet_rows(Paths.detect())
+    rows = facts.vmnet_rows(Paths.detect())
     if json:
         ui.print_json(rows)
         return

@@ -7,48 +7,26 @@ import ipaddress
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from labctl import fileops
 from labctl import state as labstate
 from labctl.errors import Conflict, InvalidInput, MalformedFile, PreconditionMissing
 from labctl.paths import Paths
-from labctl.plan import ExecContext, Plan, Run, Step, WriteFile
+from labctl.plan import Command, ExecContext, Plan, Run, Step, WriteFile
 from labctl.runner import is_root
 from labctl.vmware import tools
 from labctl.vmware.dhcpd import DhcpdConf, validate_edit
-from labctl.vmware.networking import NetworkingFile, Vmnet
-from labctl.vmware.text import encode, read
-
-
-def read_networking(paths: Paths) -> tuple[bytes, NetworkingFile]:
-    data = read(paths.networking, f"{paths.product} networking file")
-    return data, NetworkingFile.parse(data)
-
-
-def read_dhcpd(paths: Paths, vmnet: int) -> tuple[bytes, DhcpdConf]:
-    data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf")
-    return data, DhcpdConf.parse(data)
-
-
-def resolve_vmnet(paths: Paths, requested: str | None) -> int:
-    """--vmnet, else the vmnet labctl set up, else the only host-only vmnet with DHCP."""
-    from labctl.paths import parse_vmnet
-
-    if requested:
-        return parse_vmnet(requested)
-    default = labstate.load(paths).get("default_vmnet")
-    if default is not None:
-        return int(default)
-    _, net = read_networking(paths)
-    candidates = [v.number for v in net.vmnets.values() if v.kind == "host-only" and v.dhcp]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise PreconditionMissing("no host-only vmnet with DHCP exists",
-                                  "create one: labctl vmnet create --subnet 192.168.99.0/24")
-    names = ", ".join(f"vmnet{n}" for n in candidates)
-    raise InvalidInput(f"several host-only vmnets ({names}); say which with --vmnet")
+from labctl.vmware.facts import (  # noqa: F401  (re-exported: lab is the public face)
+    dhcpd_files,
+    host_networks,
+    interface_address,
+    read_dhcpd,
+    read_networking,
+    resolve_vmnet,
+    vmnet_rows,
+)
+from labctl.vmware.networking import NetworkingFile
+from labctl.vmware.text import encode
 
 
 def lease_backup_step(paths: Paths, vmnet: int) -> Step:
@@ -153,31 +131,6 @@ def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
     return net
 
 
-def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
-    """Networks directly attached to the host's interfaces (netifaces)."""
-    import netifaces
-
-    out = []
-    for ifname in netifaces.interfaces():
-        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
-            try:
-                net = ipaddress.IPv4Network(f"{addr['addr']}/{addr.get('netmask', '32')}", strict=False)
-            except (KeyError, ValueError):
-                continue
-            if not net.is_loopback:
-                out.append((ifname, net))
-    return out
-
-
-def interface_address(name: str) -> str | None:
-    import netifaces
-
-    if name not in netifaces.interfaces():
-        return None
-    addrs = netifaces.ifaddresses(name).get(netifaces.AF_INET, [])
-    return addrs[0]["addr"] if addrs else None
-
-
 def pick_vmnet_number(net: NetworkingFile) -> int:
     used = set(net.vmnets)
     for n in range(FIRST_CUSTOM, LAST_CUSTOM + 1):
@@ -221,7 +174,7 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str) -> tuple
                            description=f"write vmnet{number}'s dhcpd.conf"))
     configure = tools.configure_command(paths)
     if configure:
-        plan.add(Run([configure], description="regenerate the vmnet configuration (vmnet-cli --configure)"))
+        plan.add(configure_step(paths, configure))
     plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
 
     def record(state: dict) -> None:
@@ -230,6 +183,52 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str) -> tuple
 
     plan.add(labstate.update_step(paths, f"record vmnet{number} as created by labctl", record))
     return plan, number
+
+
+def configure_step(paths: Paths, configure: Command) -> Step:
+    """Fusion's ``vmnet-cli --configure`` regenerates every vmnet's dhcpd.conf from the
+    networking file.  labctl's reservations are read before it runs and put back after it if
+    the regeneration dropped them (and the user is told)."""
+
+    def fn(ctx: ExecContext) -> None:
+        before: dict[int, dict[str, str]] = {}
+        for n, path in dhcpd_files(paths).items():
+            try:
+                blocks = DhcpdConf.parse(path.read_bytes()).managed_blocks()
+            except (OSError, MalformedFile):
+                continue
+            if blocks:
+                before[n] = blocks
+        ctx.runner.run(configure.argv, sudo=configure.sudo, timeout=configure.timeout)
+        for n, blocks in before.items():
+            restored = restore_blocks(ctx, paths, n, blocks)
+            if restored:
+                ctx.notices.append(f"vmnet-cli --configure dropped labctl's reservations "
+                                   f"{', '.join(restored)} from vmnet{n}; labctl restored them")
+
+    return Step(description="regenerate the vmnet configuration (vmnet-cli --configure), "
+                            "keeping labctl's reservations", fn=fn, privileged=True, shown=[configure])
+
+
+def restore_blocks(ctx: ExecContext, paths: Paths, vmnet: int, blocks: dict[str, str]) -> list[str]:
+    """Append labctl blocks that are missing from a vmnet's dhcpd.conf; returns their names."""
+    path = paths.dhcpd_conf(vmnet)
+    try:
+        old = path.read_bytes()
+        conf = DhcpdConf.parse(old)
+    except (OSError, MalformedFile):
+        return []
+    missing = [name for name in blocks if name not in conf.managed_blocks()]
+    clashing = {h.name for h in conf.hosts if not h.managed}
+    missing = [name for name in missing if name not in clashing]
+    if not missing:
+        return []
+    text = conf.text
+    for name in missing:
+        text += blocks[name]
+    validate_edit(conf, text)
+    ctx.write(path, encode(text), privileged=True)
+    return missing
 
 
 def _check_vmnet(data: bytes, number: int, net: ipaddress.IPv4Network) -> None:
@@ -245,30 +244,3 @@ def render_dhcpd_conf(number: int, net: ipaddress.IPv4Network) -> bytes:
     half = len(hosts) // 2
     return render("vmware/dhcpd.conf.j2", vmnet=number, net=net, host_ip=hosts[0],
                   range_start=hosts[half], range_end=hosts[-1]).encode()
-
-
-def vmnet_rows(paths: Paths) -> list[dict]:
-    _, nf = read_networking(paths)
-    rows = []
-    for v in nf.vmnets.values():
-        rows.append(_vmnet_row(v))
-    return rows
-
-
-def _vmnet_row(v: Vmnet) -> dict:
-    return {
-        "vmnet": v.name,
-        "number": v.number,
-        "kind": v.kind,
-        "subnet": str(v.network) if v.network else None,
-        "netmask": v.netmask,
-        "dhcp": v.dhcp,
-        "virtual_adapter": v.virtual_adapter,
-        "host_address": interface_address(v.name),
-        "display_name": v.display_name,
-    }
-
-
-def dhcpd_files(paths: Paths) -> dict[int, Path]:
-    _, nf = read_networking(paths)
-    return {n: paths.dhcpd_conf(n) for n in nf.vmnets if paths.dhcpd_conf(n).exists()}

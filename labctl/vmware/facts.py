@@ -1,0 +1,97 @@
+"""Read-only probes of the host's VMware networking (no planning, no writing).  Kept light:
+`labctl vmnet ls` imports only this."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from labctl import state as labstate
+from labctl.errors import InvalidInput, PreconditionMissing
+from labctl.paths import Paths
+from labctl.vmware.dhcpd import DhcpdConf
+from labctl.vmware.networking import NetworkingFile, Vmnet
+from labctl.vmware.text import read
+
+
+def read_networking(paths: Paths) -> tuple[bytes, NetworkingFile]:
+    data = read(paths.networking, f"{paths.product} networking file")
+    return data, NetworkingFile.parse(data)
+
+
+def read_dhcpd(paths: Paths, vmnet: int) -> tuple[bytes, DhcpdConf]:
+    data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf")
+    return data, DhcpdConf.parse(data)
+
+
+def resolve_vmnet(paths: Paths, requested: str | None) -> int:
+    """--vmnet, else the vmnet labctl set up, else the only host-only vmnet with DHCP."""
+    from labctl.paths import parse_vmnet
+
+    if requested:
+        return parse_vmnet(requested)
+    default = labstate.load(paths).get("default_vmnet")
+    if default is not None:
+        return int(default)
+    _, net = read_networking(paths)
+    candidates = [v.number for v in net.vmnets.values() if v.kind == "host-only" and v.dhcp]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise PreconditionMissing("no host-only vmnet with DHCP exists",
+                                  "create one: labctl vmnet create --subnet 192.168.99.0/24")
+    names = ", ".join(f"vmnet{n}" for n in candidates)
+    raise InvalidInput(f"several host-only vmnets ({names}); say which with --vmnet")
+
+
+def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Networks directly attached to the host's interfaces (netifaces)."""
+    import netifaces
+
+    out = []
+    for ifname in netifaces.interfaces():
+        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
+            try:
+                net = ipaddress.IPv4Network(f"{addr['addr']}/{addr.get('netmask', '32')}", strict=False)
+            except (KeyError, ValueError):
+                continue
+            if not net.is_loopback:
+                out.append((ifname, net))
+    return out
+
+
+def interface_address(name: str) -> str | None:
+    import netifaces
+
+    if name not in netifaces.interfaces():
+        return None
+    addrs = netifaces.ifaddresses(name).get(netifaces.AF_INET, [])
+    return addrs[0]["addr"] if addrs else None
+
+
+def vmnet_rows(paths: Paths) -> list[dict[str, Any]]:
+    _, nf = read_networking(paths)
+    rows = []
+    for v in nf.vmnets.values():
+        rows.append(_vmnet_row(v))
+    return rows
+
+
+def _vmnet_row(v: Vmnet) -> dict[str, Any]:
+    return {
+        "vmnet": v.name,
+        "number": v.number,
+        "kind": v.kind,
+        "subnet": str(v.network) if v.network else None,
+        "netmask": v.netmask,
+        "dhcp": v.dhcp,
+        "virtual_adapter": v.virtual_adapter,
+        "host_address": interface_address(v.name),
+        "display_name": v.display_name,
+    }
+
+
+def dhcpd_files(paths: Paths) -> dict[int, Path]:
+    _, nf = read_networking(paths)
+    return {n: paths.dhcpd_conf(n) for n in nf.vmnets if paths.dhcpd_conf(n).exists()}
