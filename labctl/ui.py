@@ -8,10 +8,8 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
-
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -1,0 +1,1 @@
+"""Lab in a box: network namespaces, real dhcpd/dhclient, VMware tool stand-ins (see netns.py)."""
