@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -35,7 +36,8 @@ def atomic_write(path: Path, data: bytes, *, default_mode: int = 0o644) -> None:
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.labctl-", dir=directory)
+    _remove_stale_temps(directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -53,6 +55,34 @@ def atomic_write(path: Path, data: bytes, *, default_mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+_TMP_MARK = ".labctl-"
+_TMP_RE = re.compile(r"^\..+" + re.escape(_TMP_MARK) + r"(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Remove temp files left by labctl runs that died (kill -9, power loss) between creating
+    the temp file and renaming it.  The writer's pid is in the name; a live writer's file stays."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = _TMP_RE.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 def _fsync_dir(directory: Path) -> None:

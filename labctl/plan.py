@@ -142,7 +142,7 @@ class Step(Change):
     """A step in Python (wait for an address, talk to an API): described, not shown as argv."""
 
     description: str
-    fn: Callable[[ExecContext], None]
+    fn: Callable[[ExecContext], object]
     privileged: bool = False
     shown: list[Command] = field(default_factory=list)
 

@@ -7,6 +7,7 @@ captured and logged.  The ``sh`` library does the process work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -93,10 +94,14 @@ class Runner:
         limit = self.default_timeout if timeout is None else timeout
         log.info("run%s: %s", " (privileged)" if sudo else "", shlex.join(argv))
         started = time.monotonic()
+        # _bg + wait(timeout) instead of sh's _timeout, whose watcher thread adds ~100 ms to
+        # every call; on a timeout the command's whole process group is killed.
         kwargs: dict[str, Any] = {
             "_ok_code": list(range(256)),
             "_return_cmd": True,
-            "_timeout": limit,
+            "_bg": True,
+            "_bg_exc": False,
+            "_new_group": True,
             "_decode_errors": "replace",
         }
         if input is not None:
@@ -105,6 +110,12 @@ class Runner:
             kwargs["_env"] = {**os.environ, **env}
         try:
             proc = sh.Command(full[0])(*full[1:], **kwargs)
+            try:
+                proc.wait(timeout=limit)
+            except sh.TimeoutException:
+                with contextlib.suppress(OSError):
+                    proc.kill_group()
+                raise
         except sh.CommandNotFound as exc:
             raise PreconditionMissing(
                 f"{argv[0]} not found", f"install it or check your PATH ({shlex.join(argv)})"

@@ -43,7 +43,7 @@ MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}
 
 # ---- validation of user input ----------------------------------------------------------------
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise InvalidInput(
             f"invalid reservation name {name!r}: use letters, digits, '-', '_' and '.' "
             "(at most 63, starting with a letter or digit)"
@@ -474,7 +474,11 @@ def validate_edit(old: DhcpdConf, new_text: str) -> None:
     byte-identical, and docker-machine's patterns read every labctl block."""
     _parse_nodes(new_text)
     new_marker = new_text.find(END_MARKER)
-    if old.end_marker is not None and (new_marker < 0 or not new_text.startswith(old.protected_text)):
+    # the End line's own line break may come or go (a file ending right at the End line gains
+    # one when a block is appended, and loses it again on release); nothing else may change
+    core = old.protected_text.rstrip("\r\n")
+    if old.end_marker is not None and (new_marker < 0 or not new_text.startswith(core)
+                                       or new_text[len(core):len(core) + 1] not in ("", "\n", "\r")):
         raise MalformedFile("refusing to write: the DO-NOT-MODIFY section would change")
     probe = DhcpdConf.__new__(DhcpdConf)
     probe.text = new_text

@@ -15,7 +15,7 @@ from labctl.paths import Paths
 from labctl.plan import Command, ExecContext, Plan, Run, Step, WriteFile
 from labctl.runner import is_root
 from labctl.vmware import tools
-from labctl.vmware.dhcpd import DhcpdConf, validate_edit
+from labctl.vmware.dhcpd import DhcpdConf, normalize_mac, validate_edit
 from labctl.vmware.facts import (  # noqa: F401  (re-exported: lab is the public face)
     dhcpd_files,
     host_networks,
@@ -89,11 +89,42 @@ def plan_reserve(paths: Paths, req: ReservationRequest, restart: bool = True) ->
     if new_text == conf.text:
         plan.notes.append(f"{req.name} already has {ip} on vmnet{req.vmnet}; nothing to do")
         return plan, ip
+    _refuse_mac_on_other_vmnet(paths, req)
     plan.add(WriteFile(conf_path, old, encode(new_text),
                        description=f"add host {req.name} ({ip}) to {conf_path}",
                        validate=lambda data: _validate(conf, data)))
     add_restart(plan, paths, req.vmnet, restart)
     return plan, ip
+
+
+def _refuse_mac_on_other_vmnet(paths: Paths, req: ReservationRequest) -> None:
+    """docker-machine's Fusion driver reads the vmnet*/dhcpd.conf files in lexical order and
+    takes the first reservation for the VM's MAC: one left on another vmnet would shadow or be
+    shadowed by this one, so the MAC may be reserved on one vmnet only."""
+    mac = normalize_mac(req.mac)
+    pattern = "vmnet*/dhcpd.conf" if paths.platform == "darwin" else "vmnet*/dhcpd/dhcpd.conf"
+    for path in sorted(paths.vmware_dir.glob(pattern)):
+        digits = path.relative_to(paths.vmware_dir).parts[0][len("vmnet"):]
+        if not digits.isdigit() or int(digits) == req.vmnet:
+            continue
+        number = int(digits)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if mac.encode() not in data.lower():  # cheap test before parsing
+            continue
+        try:
+            other = DhcpdConf.parse(data)
+        except MalformedFile:
+            continue
+        for h in other.hosts:
+            if mac in h.macs:
+                how = (f"labctl dhcp release {h.name} --vmnet vmnet{number}" if h.managed
+                       else f"remove host {h.name} from {path}")
+                raise Conflict(f"MAC {mac} is already reserved on vmnet{number} by host {h.name!r} "
+                               f"(line {h.line}); docker-machine would read only one of the two",
+                               f"release it there first: {how}")
 
 
 def plan_release(paths: Paths, name: str, vmnet: int, restart: bool = True) -> Plan:

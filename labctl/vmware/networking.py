@@ -117,7 +117,7 @@ class NetworkingFile:
         answers = self._answers()
         for i, n, k, _ in answers:
             if n == number and k == key:
-                eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):] or "\n"
+                eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):]
                 self.lines[i] = f"answer VNET_{number}_{key} {value}{eol}"
                 return
         new = f"answer VNET_{number}_{key} {value}\n"

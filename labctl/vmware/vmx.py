@@ -69,7 +69,7 @@ class Vmx:
         line = f'{key} = "{value}"'
         i = self._index().get(key.lower())
         if i is not None:
-            eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):] or "\n"
+            eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):]
             self.lines[i] = line + eol
             return
         if self.lines and not self.lines[-1].endswith("\n"):

@@ -1,0 +1,132 @@
+"""labctl up / down / status: the lab in one command, undone in one, seen at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).")
+
+
+def _converger(dry_run: bool):
+    from labctl import ui
+    from labctl.converge import Converger
+    from labctl.machine import DockerMachine
+    from labctl.paths import Paths
+    from labctl.runner import Runner
+
+    paths = Paths.detect()
+    runner = Runner()
+    return paths, Converger(paths, runner, DockerMachine.detect(runner, paths), dry_run=dry_run,
+                            progress=ui.step, say=ui.info)
+
+
+def up(
+    name: str = NAME,
+    config: Path = typer.Option(None, "--config", help="A lab.toml describing several machines."),
+    driver: str = typer.Option(None, "--driver", help="vmwarefusion (macOS) or vmware (plugin)."),
+    cpus: int = typer.Option(None, "--cpus", help="CPUs for a new machine."),
+    memory: int = typer.Option(None, "--memory", help="Memory in MB for a new machine."),
+    disk: int = typer.Option(None, "--disk", help="Disk in MB for a new machine."),
+    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN for the lab network, or 'auto'."),
+    subnet: str = typer.Option(None, "--subnet", help="Subnet of a vmnet labctl creates."),
+    ip: str = typer.Option(None, "--ip", help="The VM's fixed address, or 'auto'."),
+    nic: str = typer.Option(None, "--nic", help="dedicated (a second NIC, default) or existing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before restarting VMware networking."),
+    json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create or converge the lab: VM, vmnet, fixed IP, routes, docker context.
+
+    Running it again changes nothing.
+
+    Examples:
+
+      labctl up
+
+      labctl up lab --nic existing --dry-run
+
+      labctl up --config lab.toml
+    """
+    from labctl import labspec, ui
+    from labctl.commands.common import changing
+
+    paths, conv = _converger(dry_run)
+    if config is not None:
+        if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic)):
+            from labctl.errors import InvalidInput
+
+            raise InvalidInput("--config describes the machines; leave out the per-machine flags")
+        spec = labspec.load(config, paths.platform)
+        if name:
+            spec = labspec.LabSpec((spec.machine(name),), spec.ranges, spec.pool_size, spec.source)
+    else:
+        spec = labspec.from_flags(paths.platform, name, driver=driver, cpus=cpus, memory=memory,
+                                  disk=disk, nic=nic, vmnet=None if vmnet == "auto" else vmnet,
+                                  subnet=subnet, ip=None if ip == "auto" else ip)
+    with changing(paths, dry_run):
+        reports = conv.up(spec)
+    if json:
+        ui.print_json({"machines": [r.as_dict() for r in reports], "changes": conv.changes,
+                       "dry_run": dry_run})
+        return
+    if dry_run:
+        return
+    if conv.changes == 0:
+        ui.info("nothing to do: the lab is up")
+    for r in reports:
+        ui.plain(f"{r.name}: fixed IP {r.fixed_ip} on vmnet{r.vmnet} ({r.nic} NIC, MAC {r.mac}); "
+                 f"docker-machine IP {r.machine_ip}")
+        for route in r.routes:
+            ui.plain(f"  route {route}")
+        if r.context:
+            ui.plain(f"  docker context: {r.context}  (docker --context {r.context} ps)")
+        ui.plain(f"  shell: eval $(docker-machine env {r.name})")
+
+
+def down(
+    name: str = NAME,
+    keep_vm: bool = typer.Option(False, "--keep-vm", help="Keep the VM; undo only what labctl added."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
+) -> None:
+    """Remove exactly what `labctl up` added (routes, units, reservation, NIC, context, VM).
+
+    Examples:
+
+      labctl down
+
+      labctl down lab --keep-vm --dry-run
+    """
+    from labctl import ui
+    from labctl.commands.common import changing
+
+    paths, conv = _converger(dry_run)
+    with changing(paths, dry_run):
+        reports = conv.down([name] if name else [], keep_vm)
+    if not dry_run:
+        for r in reports:
+            ui.info(f"{r.name}: removed ({r.changes} change{'s' if r.changes != 1 else ''})")
+
+
+def status(
+    name: str = NAME,
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Each lab machine's state, addresses, routes and docker context.
+
+    Example: labctl status --json
+    """
+    from labctl import ui
+
+    _, conv = _converger(False)
+    reports = conv.status([name] if name else [])
+    if json:
+        ui.print_json({"machines": [r.as_dict() for r in reports]})
+        return
+    if not reports:
+        ui.info("no lab machines (labctl up creates one)")
+        return
+    ui.table(None, ["MACHINE", "STATE", "NIC", "VMNET", "FIXED IP", "MACHINE IP", "CONTEXT", "ROUTES"],
+             [(r.name, r.state, r.nic, f"vmnet{r.vmnet}" if r.vmnet is not None else "-", r.fixed_ip or "-",
+               r.machine_ip or "-", r.context or "-", "\n".join(r.routes) or "-") for r in reports])

@@ -1,0 +1,657 @@
+"""`labctl up` / `down` / `status`: converge a docker-machine lab, undo it, show it.
+
+The work runs in phases.  Each phase probes what is there, plans the changes that are
+missing (a Plan: described, with argv and diffs) and applies them, then the next phase
+probes again (facts are never trusted across a change).  A phase with nothing to do plans
+nothing, so a second ``up`` on a converged lab changes nothing and runs no privileged
+command.  With ``--dry-run`` every phase prints its plan against the facts as they are now;
+phases whose facts depend on an earlier change say so instead of guessing.
+
+Order for one machine (``--nic dedicated``, the classic Fusion recipe):
+  preflight -> vmnet (create if missing) -> machine (create, or start) -> NIC ethernet1 in the
+  .vmx (VM stopped) -> DHCP reservation (networking restarted only if the file changed) ->
+  VM started, fixed IP verified -> routes to the engine's networks via the fixed IP ->
+  docker context -> labctl's record.
+``--nic existing`` reserves ethernet0's generated MAC on its own vmnet instead, restarts
+the VM if it held another address and regenerates the TLS certificates for the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labctl import state as labstate
+from labctl.errors import (
+    CommandFailed,
+    Conflict,
+    InvalidInput,
+    LabctlError,
+    PreconditionMissing,
+)
+from labctl.labspec import EngineNets, LabSpec, MachineSpec
+from labctl.machine import DockerMachine
+from labctl.paths import Paths
+from labctl.plan import Plan, Step, WriteFile, execute
+from labctl.runner import Runner, is_root
+from labctl.vmware.vmx import Vmx
+
+DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.99.0/24")
+IP_TIMEOUT = float(os.environ.get("LABCTL_IP_TIMEOUT", "180"))
+
+
+@dataclass
+class Report:
+    """What one machine ended up as (the summary, ``status`` and ``--json``)."""
+
+    name: str
+    state: str = ""
+    nic: str = ""
+    vmnet: int | None = None
+    mac: str | None = None
+    fixed_ip: str | None = None
+    machine_ip: str | None = None
+    routes: list[str] = field(default_factory=list)
+    context: str | None = None
+    changes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "nic": self.nic,
+                "vmnet": f"vmnet{self.vmnet}" if self.vmnet is not None else None,
+                "mac": self.mac, "fixed_ip": self.fixed_ip, "machine_ip": self.machine_ip,
+                "routes": self.routes, "context": self.context, "changes": self.changes,
+                "notes": self.notes}
+
+
+Progress = Callable[[str], Any]  # a context manager factory: with progress("step"): ...
+
+
+@dataclass
+class Converger:
+    paths: Paths
+    runner: Runner
+    dm: DockerMachine
+    dry_run: bool = False
+    progress: Progress | None = None
+    say: Callable[[str], None] = print
+    ip_timeout: float = IP_TIMEOUT
+    changes: int = 0
+
+    # ---- applying -------------------------------------------------------------------------------
+    def do(self, plan: Plan) -> None:
+        """Print (dry run) or apply one phase's plan."""
+        if plan.empty:
+            return
+        self.changes += len(plan.changes)
+        if self.dry_run:
+            self.say(plan.render().rstrip("\n"))
+            return
+
+        def progress(change: Any) -> Any:
+            if self.progress is None:
+                import contextlib
+
+                return contextlib.nullcontext()
+            return self.progress(change.description)
+
+        ctx = execute(plan, self.runner, self.paths.backup_dir, progress=progress)
+        for line in [*ctx.notices, *plan.after]:
+            self.say(line)
+
+    def step(self, description: str, fn: Callable[[], Any], privileged: bool = False) -> None:
+        plan = Plan(description)
+        plan.add(Step(description, lambda ctx: fn(), privileged=privileged))
+        self.do(plan)
+
+    # ---- preflight ------------------------------------------------------------------------------
+    def preflight(self, spec: LabSpec) -> None:
+        """Everything that can be checked before the first change (so a failure leaves nothing
+        half-made): docker-machine and its driver, VMware's network tool, the networking file,
+        names and subnets."""
+        from labctl.vmware import facts
+
+        self.dm.version()  # PreconditionMissing when docker-machine is not installed
+        for m in spec.machines:
+            self.dm.preflight_driver(m.driver)
+        if not os.access(self.paths.network_tool, os.X_OK):
+            raise PreconditionMissing(
+                f"{self.paths.product}'s network tool {self.paths.network_tool} was not found",
+                f"install {self.paths.product} (labctl needs it to restart vmnet DHCP)")
+        _, nf = facts.read_networking(self.paths)
+        for m in spec.machines:
+            if m.vmnet is not None and m.subnet is not None:
+                v = nf.get(m.vmnet)
+                if v is not None and v.network != m.subnet:
+                    raise Conflict(f"vmnet{m.vmnet} is {v.network}, not {m.subnet}",
+                                   f"leave out --subnet, or pick another vmnet for {m.name}")
+
+    def needs_root(self, spec: LabSpec) -> bool:
+        """Whether this run will change anything only root may change (asked once, up front)."""
+        if is_root():
+            return False
+        st = labstate.load(self.paths)
+        for m in spec.machines:
+            rec = st.get("machines", {}).get(m.name)
+            if not rec or not rec.get("ip"):
+                return True
+            if not any(r.get("machine") == m.name for r in st.get("routes", [])):
+                return True
+        return False
+
+    # ---- engine networks ------------------------------------------------------------------------
+    def engine_nets(self, spec: LabSpec) -> dict[str, EngineNets]:
+        """Existing machines keep the bip/pool they were created with; new ones get blocks that
+        overlap nothing on this desktop (host networks, VPN routes, other machines)."""
+        from labctl.labspec import allocate_engines, engine_nets_from_flags
+        from labctl.routes.tables import read_table
+        from labctl.vmware import facts
+
+        avoid: list[Any] = [net for _, net in facts.host_networks()]
+        with contextlib.suppress(LabctlError):
+            avoid += [r.destination for r in read_table(self.paths, self.runner)
+                      if r.destination.prefixlen > 0]
+        existing: dict[str, EngineNets] = {}
+        for name in self.dm.names():
+            try:
+                nets = engine_nets_from_flags(self.dm.read_config(name).engine_flags)
+            except LabctlError:
+                continue
+            if nets is not None:
+                existing[name] = nets
+        from dataclasses import replace
+
+        pinned = []
+        for m in spec.machines:
+            if m.name in existing:
+                m = replace(m, bip=existing[m.name].bip, pool=existing[m.name].pool)
+            pinned.append(m)
+        others = [n for name, e in existing.items() if name not in spec.names for n in e.networks]
+        return allocate_engines(replace(spec, machines=tuple(pinned)), avoid=[*avoid, *others])
+
+    # ---- phases ---------------------------------------------------------------------------------
+    def ensure_vmnet(self, m: MachineSpec) -> int:
+        """The host-only vmnet for the dedicated NIC: the one asked for, else the lab's, else a
+        new one labctl creates (and records as its own)."""
+        from labctl.vmware import facts
+        from labctl.vmware import lab as vlab
+
+        _, nf = facts.read_networking(self.paths)
+        st = labstate.load(self.paths)
+        number = m.vmnet
+        if number is None:
+            rec = st.get("machines", {}).get(m.name) or {}
+            number = rec.get("vmnet") if rec.get("nic") == "dedicated" else None
+        if number is None:
+            default = st.get("default_vmnet")
+            if default is not None and str(default) in st.get("vmnets", {}):
+                number = int(default)
+        v = nf.get(number) if number is not None else None
+        if v is not None and number is not None:
+            if v.kind != "host-only" or not v.dhcp:
+                raise Conflict(f"vmnet{number} is {v.kind}{'' if v.dhcp else ' without DHCP'}; the "
+                               "dedicated NIC needs a host-only vmnet with DHCP",
+                               "pick another with --vmnet, or --vmnet auto")
+            return int(number)
+        subnet = m.subnet or self._free_subnet(nf)
+        plan, created = vlab.plan_vmnet_create(
+            self.paths, f"vmnet{number}" if number is not None else "auto", str(subnet))
+        self.do(plan)
+        return created
+
+    def _free_subnet(self, nf: Any) -> ipaddress.IPv4Network:
+        from labctl.vmware import facts
+
+        used = [v.network for v in nf.vmnets.values() if v.network] + \
+               [net for _, net in facts.host_networks()]
+        for third in range(99, 255):
+            cand = ipaddress.IPv4Network(f"192.168.{third}.0/24")
+            if not any(cand.overlaps(u) for u in used):
+                return cand
+        raise Conflict("no free 192.168.x.0/24 for a new vmnet", "pass --subnet")
+
+    def ensure_machine(self, m: MachineSpec, nets: EngineNets) -> bool:
+        """Create the machine if it does not exist (True if created).  A create that fails
+        half-way is removed again, so the next `up` starts clean."""
+        if self.dm.exists(m.name):
+            return False
+        from labctl.machine import create_argv
+
+        argv = [str(self.dm.binary), *create_argv(
+            m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
+            engine_opts=nets.engine_opts())]
+        from labctl.plan import Command
+
+        def create() -> None:
+            try:
+                self.dm.create(m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
+                               engine_opts=nets.engine_opts())
+            except LabctlError:
+                if self.dm.exists(m.name):
+                    with contextlib.suppress(LabctlError):
+                        self.dm.rm(m.name, force=True, missing_ok=True)
+                raise
+            st = labstate.load(self.paths)
+            rec = st["machines"].setdefault(m.name, {})
+            rec["created_by_labctl"] = True
+
+        plan = Plan(f"create machine {m.name}")
+        plan.add(Step(f"create the docker-machine {m.name} ({m.driver}, engine {nets.bip}, "
+                      f"pool {nets.pool})", lambda ctx: create(), shown=[Command(argv)]))
+        plan.add(self._record_step(m.name, {"created_by_labctl": True, "driver": m.driver,
+                                            "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}))
+        self.do(plan)
+        return True
+
+    def _record_step(self, name: str, values: dict[str, Any]) -> Step:
+        def mutate(state: dict[str, Any]) -> None:
+            state["machines"].setdefault(name, {}).update(values)
+
+        return labstate.update_step(self.paths, f"record {name} in labctl's state", mutate)
+
+    def machine_state(self, name: str) -> str:
+        return self.dm.status(name)
+
+    def read_vmx(self, name: str) -> tuple[Path, bytes, Vmx]:
+        path = self.dm.vmx_path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PreconditionMissing(f"cannot read {name}'s .vmx {path}: {exc.strerror}",
+                                      "is it a VMware machine (driver vmwarefusion or vmware)?") from exc
+        return path, data, Vmx.parse(data)
+
+    def ensure_nic(self, m: MachineSpec, vmnet: int) -> tuple[str, bool]:
+        """labctl's ethernet1 on the vmnet (static MAC from the name), written while the VM is
+        stopped.  Returns (mac, whether the VM was stopped for it)."""
+        from labctl import nic
+
+        mac = nic.mac_for(m.name)
+        path, old, vmx = self.read_vmx(m.name)
+        new = nic.plan_nic(vmx, vmnet, mac)
+        if new == old:
+            return mac, False
+        stopped = False
+        plan = Plan(f"dedicated NIC for {m.name}")
+        if self.dry_run or self.machine_state(m.name) == "Running":
+            plan.add(Step(f"stop {m.name} so its .vmx can be edited",
+                          lambda ctx: self.dm.stop(m.name),
+                          shown=[_cmd(self.dm, "stop", m.name)]))
+            stopped = True
+        plan.add(WriteFile(path, old, new, privileged=False,
+                           description=f"add ethernet1 ({mac}) on vmnet{vmnet} to {path.name}"))
+        self.do(plan)
+        return mac, stopped
+
+    def existing_nic(self, m: MachineSpec) -> tuple[str, int]:
+        """ethernet0's MAC and the vmnet it is on (--nic existing)."""
+        _, _, vmx = self.read_vmx(m.name)
+        n0 = vmx.nic(0)
+        if n0 is None or not n0.address:
+            raise PreconditionMissing(f"{m.name}'s ethernet0 has no MAC yet (it gets one at first boot)",
+                                      f"start it once: docker-machine start {m.name}")
+        kind = n0.connection_type or "nat"
+        if kind == "nat":
+            return n0.address, 8
+        if kind == "hostonly":
+            return n0.address, 1
+        if kind == "custom" and n0.vnet:
+            from labctl.paths import parse_vmnet
+
+            return n0.address, parse_vmnet(n0.vnet)
+        raise Conflict(f"{m.name}'s ethernet0 is {kind}: VMware's DHCP does not serve it",
+                       "use --nic dedicated")
+
+    def ensure_reservation(self, m: MachineSpec, vmnet: int, mac: str) -> str:
+        from labctl.vmware import lab as vlab
+
+        want = str(m.ip) if m.ip is not None else None
+        plan, ip = vlab.plan_reserve(self.paths, vlab.ReservationRequest(m.name, mac, want, vmnet))
+        self.do(plan)
+        return ip
+
+    def guest_has(self, name: str, ip: str) -> bool:
+        """Whether the guest holds ``ip`` on some interface (``docker-machine ssh``)."""
+        try:
+            out = self.dm.ssh(name, ["ip", "-4", "-o", "addr", "show"], timeout=20).stdout
+        except LabctlError:
+            return False
+        return any(f" {ip}/" in line for line in out.splitlines())
+
+    def wait_for_ip(self, name: str, ip: str) -> None:
+        deadline = time.monotonic() + self.ip_timeout
+        while True:
+            if self.guest_has(name, ip):
+                return
+            if time.monotonic() > deadline:
+                raise CommandFailed(
+                    f"{name} did not take its fixed address {ip} within {self.ip_timeout:g} s",
+                    f"run labctl doctor {name}; then labctl up {name} again (it resumes)")
+            time.sleep(1.0)
+
+    def ensure_running_with_ip(self, m: MachineSpec, ip: str, restart: bool) -> None:
+        """Start the VM (or restart it so DHCP hands out the reservation) and verify the IP."""
+        if self.dry_run:
+            if restart:
+                self.say(f"then: start {m.name} and wait until it holds {ip}")
+            return
+        state = self.machine_state(m.name)
+        if state == "Running" and not restart and self.guest_has(m.name, ip):
+            return
+        self.changes += 1
+        with self._progress(f"{'restart' if state == 'Running' else 'start'} {m.name} and wait for {ip}"):
+            if state == "Running":
+                self.dm.stop(m.name)
+            self.dm.start(m.name)
+            self.wait_for_ip(m.name, ip)
+
+    def _progress(self, description: str) -> Any:
+        import contextlib
+
+        return self.progress(description) if self.progress else contextlib.nullcontext()
+
+    def ensure_routes(self, m: MachineSpec, gateway: str) -> list[str]:
+        from labctl.routes import records as rec
+        from labctl.routes import service
+        from labctl.routes.model import parse_gateway
+        from labctl.routes.planner import plan_sync
+        from labctl.routes.tables import read_table
+
+        if self.dry_run and not self.dm.exists(m.name):
+            self.say(f"then: add routes via {gateway} to every network of {m.name}'s engine")
+            return []
+        facts = service.engine_facts(self.paths, m.name, None, self.runner)
+        for note in facts.notes:
+            self.say(note)
+        wanted = service.wanted_from_networks(facts.networks, parse_gateway(gateway))
+        table = read_table(self.paths, self.runner)
+        records = rec.for_machine(rec.load(self.paths), m.name)
+        plan = plan_sync(self.paths, wanted, table, records, m.name)
+        plan.notes = [n for n in plan.notes if n.startswith("warning")]
+        self.do(plan)
+        return [f"{w.destination} via {w.gateway}" for w in wanted]
+
+    def ensure_context(self, name: str) -> str | None:
+        """A docker context named after the machine, pointing at its engine with its TLS files."""
+        if self.dry_run and not self.dm.exists(name):
+            self.say(f"then: create docker context {name}")
+            return name
+        config = self.dm.config(name)
+        try:
+            current = self.runner.run(["docker", "context", "inspect", name, "--format",
+                                       "{{.Endpoints.docker.Host}}"], timeout=20, check=False)
+        except PreconditionMissing:
+            self.say("note: the docker CLI is not installed, so no docker context was made")
+            return None
+        verb = None
+        if current.returncode != 0:
+            verb = "create"
+        elif current.stdout.strip() != config.host:
+            verb = "update"
+        if verb is None:
+            return name
+        argv = ["docker", "context", verb, name, "--description", f"labctl machine {name}",
+                "--docker", config.context_docker_arg()]
+        from labctl.plan import Command, Run
+
+        plan = Plan(f"docker context {name}")
+        plan.add(Run([Command(argv, timeout=30)], description=f"{verb} docker context {name} "
+                      f"({config.host})"))
+        plan.add(self._record_step(name, {"context": name}))
+        self.do(plan)
+        return name
+
+    # ---- up -------------------------------------------------------------------------------------
+    def up(self, spec: LabSpec) -> list[Report]:
+        self.preflight(spec)
+        if not self.dry_run and self.needs_root(spec):
+            self.runner.ensure_privilege()
+        nets = self.engine_nets(spec)
+        return [self.up_one(m, nets[m.name]) for m in spec.machines]
+
+    def up_one(self, m: MachineSpec, nets: EngineNets) -> Report:
+        report = Report(m.name, nic=m.nic)
+        before = self.changes
+        if m.nic == "dedicated":
+            vmnet = self.ensure_vmnet(m)
+            created = self.ensure_machine(m, nets)
+            if self.dry_run and created:
+                self.say(f"then: add ethernet1 on vmnet{vmnet} to {m.name}'s .vmx (VM stopped), reserve "
+                         "its MAC, start it, add routes and a docker context")
+                report.vmnet = vmnet
+                report.changes = self.changes - before
+                return report
+            mac, stopped = self.ensure_nic(m, vmnet)
+            ip = self.ensure_reservation(m, vmnet, mac)
+            self.ensure_running_with_ip(m, ip, restart=stopped)
+        else:
+            created = self.ensure_machine(m, nets)
+            if self.dry_run and created:
+                self.say(f"then: reserve {m.name}'s ethernet0 MAC on its vmnet, restart it, regenerate "
+                         "its certificates if its address changed, add routes and a docker context")
+                report.changes = self.changes - before
+                return report
+            if not self.dry_run and self.machine_state(m.name) != "Running":
+                self.dm.start(m.name)
+            mac, vmnet = self.existing_nic(m)
+            old_ip = None if self.dry_run else self._quiet_ip(m.name)
+            ip = self.ensure_reservation(m, vmnet, mac)
+            moved = old_ip is not None and old_ip != ip
+            self.ensure_running_with_ip(m, ip, restart=moved)
+            if moved and not self.dry_run:
+                with self._progress(f"regenerate {m.name}'s TLS certificates for {ip}"):
+                    self.dm.regenerate_certs(m.name, force=True)
+                self.changes += 1
+        report.vmnet, report.mac, report.fixed_ip = vmnet, mac, ip
+        report.routes = self.ensure_routes(m, ip)
+        report.context = self.ensure_context(m.name)
+        record = {"vmnet": vmnet, "mac": mac, "ip": ip, "nic": m.nic,
+                  "vmx": str(self.dm.vmx_path(m.name)), "driver": m.driver,
+                  "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
+        st = labstate.load(self.paths)
+        have = st.get("machines", {}).get(m.name, {})
+        if any(have.get(k) != v for k, v in record.items()):
+            plan = Plan(f"record {m.name}")
+            plan.add(self._record_step(m.name, record))
+            if self.dry_run:
+                self.changes += 1
+            else:
+                self.do(plan)
+        if not self.dry_run:
+            report.state = self.machine_state(m.name)
+            report.machine_ip = self._quiet_ip(m.name)
+        report.changes = self.changes - before
+        return report
+
+    def _quiet_ip(self, name: str) -> str | None:
+        try:
+            return self.dm.ip(name)
+        except LabctlError:
+            return None
+
+    # ---- down -----------------------------------------------------------------------------------
+    def down(self, names: list[str], keep_vm: bool) -> list[Report]:
+        st = labstate.load(self.paths)
+        machines = st.get("machines", {})
+        if not names:
+            names = sorted(machines)
+        unknown = [n for n in names if n not in machines]
+        if unknown:
+            raise InvalidInput(f"labctl has no lab machine named {', '.join(unknown)}",
+                               "labctl status lists the machines labctl set up")
+        reports = []
+        for name in names:
+            reports.append(self.down_one(name, machines[name], keep_vm))
+        self.remove_unused_vmnets()
+        return reports
+
+    def down_one(self, name: str, rec: dict[str, Any], keep_vm: bool) -> Report:
+        from labctl.routes import records as rroutes
+        from labctl.routes.planner import plan_remove
+        from labctl.routes.tables import read_table
+        from labctl.vmware import lab as vlab
+
+        report = Report(name, nic=str(rec.get("nic", "")))
+        before = self.changes
+        if not is_root() and not self.dry_run:
+            self.runner.ensure_privilege()
+        # routes and their boot-time unit
+        mine = rroutes.for_machine(rroutes.load(self.paths), name)
+        if mine:
+            self.do(plan_remove(self.paths, mine, read_table(self.paths, self.runner),
+                                title=f"remove {name}'s routes"))
+        if f"routes:{name}" in labstate.load(self.paths).get("units", {}):
+            from labctl.routes.persist import plan_unpersist
+
+            self.do(plan_unpersist(self.paths, name))
+        # docker context
+        if rec.get("context"):
+            self._remove_context(str(rec["context"]))
+        # reservation
+        if rec.get("vmnet") is not None:
+            try:
+                self.do(vlab.plan_release(self.paths, name, int(rec["vmnet"])))
+            except LabctlError as exc:
+                self.say(f"note: reservation for {name} not released: {exc.message}")
+        exists = self.dm.exists(name)
+        # the NIC (only matters when the VM stays)
+        if keep_vm and exists and rec.get("nic") == "dedicated" and rec.get("mac"):
+            from labctl import nic
+
+            path, old, vmx = self.read_vmx(name)
+            new = nic.plan_nic_removal(vmx, str(rec["mac"]))
+            if new != old:
+                running = self.machine_state(name) == "Running"
+                plan = Plan(f"remove {name}'s dedicated NIC")
+                if running:
+                    plan.add(Step(f"stop {name} so its .vmx can be edited",
+                                  lambda ctx: self.dm.stop(name), shown=[_cmd(self.dm, "stop", name)]))
+                plan.add(WriteFile(path, old, new, privileged=False,
+                                   description=f"remove ethernet1 from {path.name}"))
+                if running:
+                    plan.add(Step(f"start {name} again", lambda ctx: self.dm.start(name),
+                                  shown=[_cmd(self.dm, "start", name)]))
+                self.do(plan)
+        if not keep_vm and exists and rec.get("created_by_labctl", True):
+            plan = Plan(f"remove machine {name}")
+            plan.add(Step(f"remove the docker-machine {name} and its VM",
+                          lambda ctx: self.dm.rm(name, force=True, missing_ok=True),
+                          shown=[_cmd(self.dm, "rm", "-y", "-f", name)]))
+            self.do(plan)
+        plan = Plan(f"forget {name}")
+
+        def forget(state: dict[str, Any]) -> None:
+            state["machines"].pop(name, None)
+
+        plan.add(labstate.update_step(self.paths, f"forget {name} in labctl's state", forget))
+        self.do(plan)
+        report.changes = self.changes - before
+        return report
+
+    def _remove_context(self, name: str) -> None:
+        from labctl.plan import Command, Run
+
+        try:
+            have = self.runner.run(["docker", "context", "inspect", name], timeout=20, check=False)
+        except PreconditionMissing:
+            return
+        if have.returncode != 0:
+            return
+        plan = Plan(f"remove docker context {name}")
+        plan.add(Run([Command(["docker", "context", "rm", "-f", name], timeout=30)],
+                     description=f"remove docker context {name}"))
+        self.do(plan)
+
+    def remove_unused_vmnets(self) -> None:
+        """A vmnet labctl created goes when no lab machine uses it any more."""
+        from labctl.plan import Run
+        from labctl.vmware import facts, tools
+
+        st = labstate.load(self.paths)
+        used = {int(r["vmnet"]) for r in st.get("machines", {}).values() if r.get("vmnet") is not None}
+        for key, info in sorted(st.get("vmnets", {}).items()):
+            n = int(key)
+            if n in used or not info.get("created"):
+                continue
+            try:
+                old, nf = facts.read_networking(self.paths)
+                _, conf = facts.read_dhcpd(self.paths, n)
+            except LabctlError:
+                conf = None
+                old, nf = facts.read_networking(self.paths)
+            if conf is not None and any(not h.protected for h in conf.hosts):
+                self.say(f"note: vmnet{n} still has reservations; labctl keeps it")
+                continue
+            nf.remove_vmnet(n)
+            plan = Plan(f"remove vmnet{n}")
+            plan.add(WriteFile(self.paths.networking, old, nf.dump(),
+                               description=f"remove vmnet{n} (created by labctl) from "
+                                           f"{self.paths.networking}"))
+            conf_path = self.paths.dhcpd_conf(n)
+            if self.paths.platform == "linux" and conf_path.exists():
+                from labctl.plan import DeleteFile
+
+                plan.add(DeleteFile(conf_path, conf_path.read_bytes(),
+                                    description=f"remove vmnet{n}'s dhcpd.conf (written by labctl)"))
+            configure = tools.configure_command(self.paths)
+            if configure:
+                plan.add(Run([configure], description="regenerate the vmnet configuration"))
+            plan.add(Run(tools.restart_commands(self.paths),
+                         description=f"restart {self.paths.product} networking"))
+
+            def forget(state: dict[str, Any], n: int = n) -> None:
+                state["vmnets"].pop(str(n), None)
+                if state.get("default_vmnet") == n:
+                    state.pop("default_vmnet", None)
+
+            plan.add(labstate.update_step(self.paths, f"forget vmnet{n}", forget))
+            self.do(plan)
+
+    # ---- status ---------------------------------------------------------------------------------
+    def status(self, names: list[str]) -> list[Report]:
+        from labctl.routes import records as rroutes
+        from labctl.routes.analysis import route_state
+        from labctl.routes.tables import read_table
+
+        st = labstate.load(self.paths)
+        machines = st.get("machines", {})
+        names = names or sorted(machines)
+        try:
+            table = read_table(self.paths, self.runner, quick=True)
+        except LabctlError:
+            table = []
+        records = rroutes.load(self.paths)
+        reports = []
+        for name in names:
+            rec = machines.get(name, {})
+            r = Report(name, nic=str(rec.get("nic", "")), mac=rec.get("mac"), fixed_ip=rec.get("ip"),
+                       context=rec.get("context"))
+            r.vmnet = int(rec["vmnet"]) if rec.get("vmnet") is not None else None
+            if self.dm.exists(name):
+                try:
+                    r.state = self.dm.status(name)
+                except LabctlError as exc:
+                    r.state = "Error"
+                    r.notes.append(exc.message)
+                if r.state == "Running":
+                    r.machine_ip = self._quiet_ip(name)
+            else:
+                r.state = "absent"
+                if name not in machines:
+                    r.notes.append("no such machine (labctl up NAME creates it)")
+            for x in rroutes.for_machine(records, name):
+                r.routes.append(f"{x.destination} via {x.gateway} ({route_state(x, table, None)})")
+            reports.append(r)
+        return reports
+
+
+def _cmd(dm: DockerMachine, *args: str) -> Any:
+    from labctl.plan import Command
+
+    return Command([str(dm.binary), *args])

@@ -1,0 +1,251 @@
+"""Drills: labctl killed with SIGKILL at random moments during reserve/release cycles leaves the
+dhcpd.conf either exactly as it was or exactly as planned (and valid for the real `dhcpd -t`);
+concurrent reserve runs are serialised by the lock and all land."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from dhcp_helpers import (
+    PREFS,
+    STATE,
+    assert_dhcpd_ok,
+    conf_path,
+    docker_machine_ip,
+    install_fake_vmnet_cli,
+    make_fusion_root,
+    need_dhcpd,
+)
+
+from labctl.vmware.dhcpd import DhcpdConf
+
+POOL = {"lab": "00:50:56:2a:bb:cc", "web": "00:50:56:2a:bb:cd", "db": "00:0c:29:aa:bb:01"}
+SEED = int(os.environ.get("LABCTL_DRILL_SEED", "20261123"))
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "LABCTL_ROOT": str(root), "LABCTL_PLATFORM": "darwin",
+           "PYTHONPATH": str(REPO)}
+    for var in ("LABCTL_STATE_DIR", "LABCTL_DEBUG"):
+        env.pop(var, None)
+    return env
+
+
+def fork_labctl(root: Path, args: list[str]) -> int:
+    """Run labctl's real entry point in a forked child (labctl already imported, so a random
+    kill lands in labctl's own work rather than in interpreter start-up).  Returns the pid."""
+    from labctl import cli  # imported before the fork
+
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 99
+        try:
+            os.environ.update(_env(root))
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - the child exits with os._exit
+            sys.stdout = sys.stderr = devnull
+            sys.argv = ["labctl", *args]
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def spawn_labctl(root: Path, args: list[str]) -> int:
+    """A real `python3 -m labctl` process."""
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", *args], env=_env(root), cwd=str(REPO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc.pid
+
+
+def wait(pid: int) -> tuple[bool, int]:
+    """(killed by a signal?, exit code or signal)."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return True, os.WTERMSIG(status)
+    return False, os.WEXITSTATUS(status)
+
+
+def next_step(text: str, rng: random.Random) -> tuple[list[str], str]:
+    """Pick a name from the pool: release it if reserved, else reserve it.  Returns the argv
+    and the exact text labctl must write (computed by the planner, independently of the run)."""
+    conf = DhcpdConf(text)
+    name = rng.choice(sorted(POOL))
+    restart = [] if rng.random() < 0.5 else ["--no-restart"]
+    if conf.host(name) is not None:
+        return ["dhcp", "release", name, "--vmnet", "vmnet1", *restart], conf.plan_release(name)
+    new_text, _ = conf.plan_reserve(name, POOL[name], None)
+    return (["dhcp", "reserve", name, "--mac", POOL[name], "--ip", "auto", "--vmnet", "vmnet1",
+             *restart], new_text)
+
+
+def leftovers(root: Path) -> list[str]:
+    d = conf_path(root, 1).parent
+    return sorted(p.name for p in d.iterdir() if p.name != "dhcpd.conf")
+
+
+def backup_leftovers(root: Path) -> list[str]:
+    d = root / STATE / "backups"
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(".")) if d.exists() else []
+
+
+def drill(root: Path, cycles: int, launch, rng: random.Random, dhcpd_every: int = 1) -> dict[str, int]:
+    conf = conf_path(root, 1)
+    original = conf.read_bytes()
+    stats: dict[str, int] = {"cycles": 0, "killed": 0, "killed_after_write": 0, "completed": 0, "changed": 0,
+             "dhcpd_checks": 0}
+    # how long one run takes here, with and without the restart: kills are spread uniformly
+    # over that window (+20 %)
+    durations: dict[bool, float] = {True: 0.0, False: 0.0}
+    for _ in range(4):
+        args, expect = next_step(conf.read_text("utf-8", "surrogateescape"), rng)
+        t = time.monotonic()
+        killed, code = wait(launch(root, args))
+        restarting = "--no-restart" not in args
+        durations[restarting] = max(durations[restarting], time.monotonic() - t)
+        assert not killed and code == 0
+        assert conf.read_bytes() == expect.encode("utf-8", "surrogateescape")
+    window = {k: (v or max(durations.values())) * 1.2 for k, v in durations.items()}
+    stats["window_ms_restart"] = int(window[True] * 1000)
+    stats["window_ms_no_restart"] = int(window[False] * 1000)
+    for i in range(cycles):
+        before = conf.read_bytes()
+        args, expect = next_step(before.decode("utf-8", "surrogateescape"), rng)
+        new = expect.encode("utf-8", "surrogateescape")
+        pid = launch(root, args)
+        time.sleep(rng.uniform(0, window["--no-restart" not in args]))
+        os.kill(pid, signal.SIGKILL)  # a zombie (already exited) ignores it: that run completed
+        killed, code = wait(pid)
+        after = conf.read_bytes()
+        stats["cycles"] += 1
+        if killed:
+            stats["killed"] += 1
+            stats["killed_after_write"] += after == new
+        else:
+            stats["completed"] += 1
+            assert code == 0, f"cycle {i}: labctl {' '.join(args)} exited {code}"
+            assert after == new, f"cycle {i}: run completed but the file is not the planned one"
+        assert after in (before, new), f"cycle {i} ({' '.join(args)}): file is neither old nor new"
+        stats["changed"] += after != before
+        if i % dhcpd_every == 0 or i == cycles - 1:
+            assert_dhcpd_ok(conf)
+            stats["dhcpd_checks"] += 1
+        parsed = DhcpdConf(after.decode("utf-8", "surrogateescape"))
+        assert parsed.protected_text.encode() == original
+        for h in parsed.hosts:
+            if h.managed:
+                assert docker_machine_ip([conf], POOL[h.name]) == h.ip
+        stray = [n for n in leftovers(root) + backup_leftovers(root)]
+        # a kill between the temp file and the rename may leave a temp file; never anything else
+        assert all(".labctl-" in n for n in stray), stray
+        stats["temp_seen"] = max(stats.get("temp_seen", 0), len(stray))
+    # the lock is not left held, and the next write removes the dead runs' temp files
+    for args in (["reserve", "lab", "--mac", POOL["lab"]], *(["release", n] for n in POOL)):
+        res = subprocess.run([sys.executable, "-m", "labctl", "dhcp", *args, "--vmnet", "vmnet1",
+                              "--no-restart"], env=_env(root), cwd=str(REPO),
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    assert leftovers(root) == [] and backup_leftovers(root) == []
+    assert conf.read_bytes() == original
+    return stats
+
+
+@pytest.fixture
+def drill_root(tmp_path):
+    need_dhcpd()
+    root = make_fusion_root(tmp_path / "root")
+    install_fake_vmnet_cli(root, sleep=0.005)
+    lease = root / "var/db/vmware/vmnet-dhcpd-vmnet1.leases"
+    lease.parent.mkdir(parents=True)
+    lease.write_bytes(b"lease 172.16.141.130 {\n  hardware ethernet 00:50:56:2a:bb:cc;\n}\n")
+    return root
+
+
+def warm_up(tmp_path: Path, monkeypatch) -> None:
+    """Run reserve/release once in-process so every module a run imports lazily is already
+    loaded when the drill forks."""
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+
+    scratch = make_fusion_root(tmp_path / "warm")
+    install_fake_vmnet_cli(scratch)
+    monkeypatch.setenv("LABCTL_ROOT", str(scratch))
+    monkeypatch.setenv("LABCTL_PLATFORM", "darwin")
+    for args in (["reserve", "lab", "--mac", POOL["lab"]], ["release", "lab"]):
+        assert CliRunner().invoke(app, ["dhcp", *args]).exit_code == 0
+
+
+def test_kill9_drill_100_cycles(drill_root, tmp_path, monkeypatch, capsys):
+    warm_up(tmp_path, monkeypatch)
+    rng = random.Random(SEED)
+    t = time.monotonic()
+    stats = drill(drill_root, 100, fork_labctl, rng)
+    took = time.monotonic() - t
+    with capsys.disabled():
+        print(f"\nkill -9 drill (forked labctl, seed {SEED}): {stats}, {took:.1f}s")
+    assert stats["cycles"] == 100
+    # the drill must really interrupt runs, some of them after the write
+    assert stats["killed"] >= 30 and stats["changed"] >= 20
+
+
+def test_kill9_drill_real_processes(drill_root, capsys):
+    """The same drill on real `python3 -m labctl` processes (kills land anywhere, start-up
+    included)."""
+    rng = random.Random(SEED + 1)
+    t = time.monotonic()
+    stats = drill(drill_root, 20, spawn_labctl, rng, dhcpd_every=1)
+    took = time.monotonic() - t
+    with capsys.disabled():
+        print(f"\nkill -9 drill (python3 -m labctl, seed {SEED + 1}): {stats}, {took:.1f}s")
+    assert stats["killed"] >= 5
+
+
+@pytest.mark.slow
+def test_kill9_drill_real_processes_100(drill_root, capsys):
+    rng = random.Random(SEED + 2)
+    t = time.monotonic()
+    stats = drill(drill_root, 100, spawn_labctl, rng, dhcpd_every=10)
+    with capsys.disabled():
+        print(f"\nkill -9 drill (python3 -m labctl x100): {stats}, {time.monotonic() - t:.1f}s")
+
+
+def test_eight_concurrent_reserves_all_land(tmp_path, capsys):
+    need_dhcpd()
+    root = make_fusion_root(tmp_path / "root")
+    conf = conf_path(root, 1)
+    original = conf.read_bytes()
+    names = {f"vm{i}": f"00:50:56:00:10:{i:02x}" for i in range(8)}
+    t = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "labctl", "dhcp", "reserve", name, "--mac", mac,
+                               "--ip", "auto", "--no-restart"], env=_env(root), cwd=str(REPO),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, mac in names.items()]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    took = time.monotonic() - t
+    for (_out, err, rc), name in zip(results, names, strict=True):
+        assert rc == 0, f"{name}: {err}"
+    parsed = DhcpdConf.parse(conf.read_bytes())
+    mine = {h.name: h for h in parsed.hosts if h.managed}
+    assert sorted(mine) == sorted(names)
+    ips = [h.ip for h in mine.values()]
+    assert len(set(ips)) == 8
+    assert parsed.protected_text.encode() == original
+    for name, mac in names.items():
+        assert mine[name].mac == mac
+        assert docker_machine_ip(sorted((root / PREFS).glob("vmnet*/dhcpd.conf")), mac) == mine[name].ip
+    assert_dhcpd_ok(conf)
+    assert leftovers(root) == []
+    with capsys.disabled():
+        print(f"\n8 concurrent reserves: {sorted(ips)} in {took:.1f}s")
