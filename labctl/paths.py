@@ -100,6 +100,11 @@ class Paths:
             return self._which("vmrun", f"{FUSION_LIB}/vmrun")
         return self._which("vmrun", "/usr/bin/vmrun")
 
+    @property
+    def docker_machine(self) -> Path:
+        """docker-machine on PATH, else /usr/local/bin/docker-machine (under LABCTL_ROOT)."""
+        return self._which("docker-machine", "/usr/local/bin/docker-machine")
+
     def _which(self, name: str, default: str) -> Path:
         if not self.rooted:
             found = shutil.which(name)

@@ -1,0 +1,436 @@
+"""The lab description: one machine from command-line flags, or several from a ``lab.toml``.
+
+    # lab.toml
+    [defaults]                 # optional; any machine key except name/ip/bip/pool
+    driver = "vmware"
+    cpus = 2
+    memory = 2048              # MB
+    disk = 20000               # MB
+    nic = "dedicated"          # dedicated | existing
+    vmnet = "vmnet2"           # vmnetN | auto
+    subnet = "192.168.99.0/24"
+
+    [engine]                   # optional
+    ranges = ["172.17.0.0/16", "172.18.0.0/15", "172.20.0.0/14", "172.24.0.0/13"]
+    pool_size = 24
+
+    [[machine]]
+    name = "lab1"
+    ip = "192.168.99.10"       # or "auto"
+
+    [[machine]]
+    name = "lab2"
+    bip = "172.30.0.1/16"      # optional: pin the engine's bridge ...
+    pool = "172.31.0.0/16"     # ... and its default-address-pool base
+
+Everything is validated before anything runs; every problem is an :class:`InvalidInput`
+(exit 2) naming the file, the machine and the key.  :func:`allocate_engines` then gives each
+machine its own ``bip`` and ``default-address-pool`` so that no two machines' container
+subnets, and no host network or VPN route passed in, overlap.  It is deterministic: same
+spec and same avoid list, same answer.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import Conflict, InvalidInput
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-\.]*$")
+DRIVERS = ("vmwarefusion", "vmware")
+NICS = ("dedicated", "existing")
+
+DEFAULT_NAME = "lab"
+DEFAULT_CPUS = 2
+DEFAULT_MEMORY = 2048
+DEFAULT_DISK = 20000
+DEFAULT_NIC = "dedicated"
+DEFAULT_POOL_SIZE = 24
+
+#: where engine subnets are taken from, in order: Docker's own 172.17-172.31 first, then a
+#: corner of 10/8 that home routers and most VPNs leave alone.
+DEFAULT_RANGES: tuple[IPv4Network, ...] = (
+    IPv4Network("172.17.0.0/16"), IPv4Network("172.18.0.0/15"), IPv4Network("172.20.0.0/14"),
+    IPv4Network("172.24.0.0/13"), IPv4Network("10.200.0.0/13"),
+)
+BLOCK_PREFIX = 16  # the bip and the pool base are one /16 each
+
+MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool")
+DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet")
+ENGINE_KEYS = ("ranges", "pool_size")
+TOP_KEYS = ("defaults", "engine", "machine")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    name: str
+    driver: str
+    cpus: int = DEFAULT_CPUS
+    memory: int = DEFAULT_MEMORY  # MB
+    disk: int = DEFAULT_DISK  # MB
+    nic: str = DEFAULT_NIC
+    vmnet: int | None = None  # None: auto
+    subnet: IPv4Network | None = None  # the vmnet's subnet; None: whatever it has / auto
+    ip: IPv4Address | None = None  # None: auto
+    bip: IPv4Interface | None = None  # None: allocate
+    pool: IPv4Network | None = None  # None: allocate
+
+
+@dataclass(frozen=True)
+class EngineNets:
+    """One machine's engine networks: docker0 and the pool user networks come from."""
+
+    bip: IPv4Interface
+    pool: IPv4Network
+    pool_size: int = DEFAULT_POOL_SIZE
+
+    @property
+    def networks(self) -> list[IPv4Network]:
+        return [self.bip.network, self.pool]
+
+    def engine_opts(self) -> list[str]:
+        """``--engine-opt`` values for docker-machine create."""
+        return [f"bip={self.bip.with_prefixlen}",
+                f"default-address-pool=base={self.pool.with_prefixlen},size={self.pool_size}"]
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    machines: tuple[MachineSpec, ...]
+    ranges: tuple[IPv4Network, ...] = DEFAULT_RANGES
+    pool_size: int = DEFAULT_POOL_SIZE
+    source: Path | None = None
+
+    def machine(self, name: str) -> MachineSpec:
+        for m in self.machines:
+            if m.name.lower() == name.lower():
+                return m
+        where = f" in {self.source}" if self.source else ""
+        raise InvalidInput(f"no machine named {name!r}{where}",
+                           "known: " + ", ".join(m.name for m in self.machines))
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.machines]
+
+
+# ---- validation helpers -----------------------------------------------------------------------
+class _Ctx:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, key: str, msg: str, remedy: str | None = None) -> InvalidInput:
+        return InvalidInput(f"{self.where}: {key}: {msg}", remedy)
+
+
+def check_name(name: Any, where: str = "machine name") -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > 63:
+        raise InvalidInput(
+            f"{where}: invalid machine name {name!r}",
+            "use letters, digits, '-' and '.', starting with a letter or digit (at most 63 characters)")
+    return name
+
+
+def _int(ctx: _Ctx, key: str, value: Any, lo: int, hi: int, unit: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        else:
+            raise ctx.fail(key, f"expected a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ctx.fail(key, f"{value}{unit} is out of range ({lo}-{hi}{unit})")
+    return value
+
+
+def _choice(ctx: _Ctx, key: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ctx.fail(key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _vmnet(ctx: _Ctx, value: Any) -> int | None:
+    if value is None or value == "auto":
+        return None
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if is_int or (isinstance(value, str) and value.isdigit()):
+        value = f"vmnet{value}"
+    m = re.fullmatch(r"vmnet(\d{1,3})", value) if isinstance(value, str) else None
+    if not m or int(m.group(1)) > 255:
+        raise ctx.fail("vmnet", f"expected vmnetN (e.g. vmnet2) or auto, got {value!r}")
+    n = int(m.group(1))
+    if n == 0:
+        raise ctx.fail("vmnet", "vmnet0 is the bridged network: VMware runs no DHCP server there",
+                       "use a host-only vmnet such as vmnet2")
+    return n
+
+
+def _network(ctx: _Ctx, key: str, value: Any) -> IPv4Network:
+    try:
+        net = IPv4Network(value if isinstance(value, str) else "?", strict=True)
+    except ValueError as exc:
+        raise ctx.fail(key, f"expected an IPv4 network like 192.168.99.0/24, got {value!r} ({exc})") from exc
+    return net
+
+
+def _subnet(ctx: _Ctx, value: Any) -> IPv4Network | None:
+    if value is None or value == "auto":
+        return None
+    net = _network(ctx, "subnet", value)
+    if not 16 <= net.prefixlen <= 29:
+        raise ctx.fail("subnet", f"{net} must be between /16 and /29")
+    if not net.is_private:
+        raise ctx.fail("subnet", f"{net} is not a private network", "use e.g. 192.168.99.0/24")
+    return net
+
+
+def _ip(ctx: _Ctx, value: Any, subnet: IPv4Network | None) -> IPv4Address | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        ip = IPv4Address(value if isinstance(value, str) else "?")
+    except ValueError as exc:
+        raise ctx.fail("ip", f"expected an IPv4 address or auto, got {value!r}") from exc
+    if subnet is not None:
+        if ip not in subnet:
+            raise ctx.fail("ip", f"{ip} is not in the subnet {subnet}")
+        if ip in (subnet.network_address, subnet.broadcast_address, subnet.network_address + 1):
+            raise ctx.fail("ip", f"{ip} is the network, broadcast or host (.1) address of {subnet}")
+    return ip
+
+
+def _bip(ctx: _Ctx, value: Any) -> IPv4Interface | None:
+    if value is None:
+        return None
+    try:
+        iface = IPv4Interface(value if isinstance(value, str) else "?")
+    except ValueError as exc:
+        raise ctx.fail("bip", f"expected an address with prefix like 172.17.0.1/16, got {value!r}") from exc
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) or \
+            iface.network.prefixlen > 28:
+        raise ctx.fail("bip", f"{value} is not a usable bridge address")
+    return iface
+
+
+def _check_keys(where: str, table: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise InvalidInput(f"{where}: expected a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)}",
+                           f"allowed: {', '.join(allowed)}")
+    return table
+
+
+def machine_spec(raw: dict[str, Any], where: str, platform: str) -> MachineSpec:
+    """One machine from a dict of raw values (flags or TOML), validated."""
+    name = check_name(raw.get("name"), where)
+    ctx = _Ctx(f"{where} ({name})" if where != "flags" else "flags")
+    driver = raw.get("driver") or ("vmwarefusion" if platform == "darwin" else "vmware")
+    driver = _choice(ctx, "driver", driver, DRIVERS)
+    if driver == "vmwarefusion" and platform != "darwin":
+        raise ctx.fail("driver", "vmwarefusion exists only on macOS",
+                       "use driver = \"vmware\" (the docker-machine-driver-vmware plugin)")
+    subnet = _subnet(ctx, raw.get("subnet"))
+    pool = raw.get("pool")
+    nic = _choice(ctx, "nic", raw.get("nic", DEFAULT_NIC), NICS)
+    vmnet = _vmnet(ctx, raw.get("vmnet"))
+    if nic == "dedicated" and vmnet == 8:
+        raise ctx.fail("vmnet", "vmnet8 is the NAT network ethernet0 already uses",
+                       "the dedicated NIC needs a host-only vmnet such as vmnet2")
+    return MachineSpec(
+        name=name,
+        driver=driver,
+        cpus=_int(ctx, "cpus", raw.get("cpus", DEFAULT_CPUS), 1, 16),
+        memory=_int(ctx, "memory", raw.get("memory", DEFAULT_MEMORY), 512, 1 << 20, " MB"),
+        disk=_int(ctx, "disk", raw.get("disk", DEFAULT_DISK), 2000, 1 << 22, " MB"),
+        nic=nic,
+        vmnet=vmnet,
+        subnet=subnet,
+        ip=_ip(ctx, raw.get("ip"), subnet),
+        bip=_bip(ctx, raw.get("bip")),
+        pool=None if pool is None else _network(ctx, "pool", pool),
+    )
+
+
+def _cross_check(machines: Sequence[MachineSpec], where: str) -> None:
+    seen: dict[str, str] = {}
+    ips: dict[IPv4Address, str] = {}
+    subnets: dict[int, tuple[IPv4Network, str]] = {}
+    for m in machines:
+        key = m.name.lower()  # the macOS store is case-insensitive
+        if key in seen:
+            raise InvalidInput(f"{where}: machine name {m.name!r} appears twice",
+                               "give each machine its own name")
+        seen[key] = m.name
+        if m.ip is not None:
+            if m.ip in ips:
+                raise InvalidInput(f"{where}: machines {ips[m.ip]} and {m.name} both want {m.ip}")
+            ips[m.ip] = m.name
+        if m.vmnet is not None and m.subnet is not None:
+            other = subnets.get(m.vmnet)
+            if other and other[0] != m.subnet:
+                raise InvalidInput(f"{where}: vmnet{m.vmnet} cannot be {other[0]} for {other[1]} "
+                                   f"and {m.subnet} for {m.name}")
+            subnets[m.vmnet] = (m.subnet, m.name)
+
+
+def from_flags(platform: str, name: str | None = None, *, driver: str | None = None,
+               cpus: int | None = None, memory: int | None = None, disk: int | None = None,
+               nic: str | None = None, vmnet: str | None = None, subnet: str | None = None,
+               ip: str | None = None) -> LabSpec:
+    """The single machine of ``labctl up [NAME] --driver … --cpus …`` (None = default)."""
+    raw: dict[str, Any] = {"name": name or DEFAULT_NAME}
+    for key, value in (("driver", driver), ("cpus", cpus), ("memory", memory), ("disk", disk),
+                       ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip)):
+        if value is not None:
+            raw[key] = value
+    return LabSpec(machines=(machine_spec(raw, "flags", platform),))
+
+
+def parse(data: dict[str, Any], platform: str, source: Path | None = None) -> LabSpec:
+    where = str(source) if source else "lab.toml"
+    _check_keys(where, data, TOP_KEYS)
+    defaults = _check_keys(f"{where} [defaults]", data.get("defaults", {}), DEFAULT_KEYS)
+    engine = _check_keys(f"{where} [engine]", data.get("engine", {}), ENGINE_KEYS)
+    items = data.get("machine")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(f"{where}: no machines", 'add at least one [[machine]] table with a name = "…"')
+    machines = []
+    for i, item in enumerate(items, 1):
+        table = _check_keys(f"{where} [[machine]] #{i}", item, MACHINE_KEYS)
+        machines.append(machine_spec({**defaults, **table}, f"{where} [[machine]] #{i}", platform))
+    _cross_check(machines, where)
+    ctx = _Ctx(f"{where} [engine]")
+    ranges = DEFAULT_RANGES
+    if "ranges" in engine:
+        if not isinstance(engine["ranges"], list) or not engine["ranges"]:
+            raise ctx.fail("ranges", "expected a non-empty list of networks")
+        ranges = tuple(_network(ctx, "ranges", r) for r in engine["ranges"])
+        for r in ranges:
+            if r.prefixlen > BLOCK_PREFIX:
+                raise ctx.fail("ranges", f"{r} is smaller than a /{BLOCK_PREFIX}")
+    pool_size = _int(ctx, "pool_size", engine.get("pool_size", DEFAULT_POOL_SIZE), 17, 29)
+    return LabSpec(machines=tuple(machines), ranges=ranges, pool_size=pool_size, source=source)
+
+
+def load(path: Path, platform: str) -> LabSpec:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"lab description {path} not found") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path} is not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from exc
+    return parse(data, platform, Path(path))
+
+
+# ---- engine subnets -------------------------------------------------------------------------------
+def _relevant(avoid: Iterable[IPv4Network | str]) -> list[IPv4Network]:
+    """Routes to stay clear of.  Default-like routes (shorter than /8: 0.0.0.0/0, and the
+    0.0.0.0/1 + 128.0.0.0/1 pair full-tunnel VPNs install) are ignored: they overlap
+    everything and more specific routes (ours) win over them."""
+    out = []
+    for n in avoid:
+        net = IPv4Network(n, strict=False) if isinstance(n, str) else n
+        if net.prefixlen >= 8:
+            out.append(net)
+    return out
+
+
+def _blocks(ranges: Sequence[IPv4Network]) -> list[IPv4Network]:
+    out: list[IPv4Network] = []
+    for r in ranges:
+        for b in r.subnets(new_prefix=BLOCK_PREFIX) if r.prefixlen < BLOCK_PREFIX else [r]:
+            if b not in out:
+                out.append(b)
+    return out
+
+
+def allocate_engines(spec: LabSpec, avoid: Iterable[IPv4Network | str] = ()) -> dict[str, EngineNets]:
+    """Each machine's ``bip`` and default-address-pool, in spec order, pinned values first.
+    Raises Conflict if a pinned value overlaps, or InvalidInput-like Conflict if space runs out."""
+    taken: list[tuple[IPv4Network, str]] = [(n, "a host network or VPN route") for n in _relevant(avoid)]
+    for m in spec.machines:
+        if m.subnet is not None:
+            taken.append((m.subnet, f"vmnet subnet of {m.name}"))
+
+    def clash(net: IPv4Network) -> str | None:
+        for other, what in taken:
+            if net.overlaps(other):
+                return f"{other} ({what})"
+        return None
+
+    result: dict[str, EngineNets] = {}
+    for m in spec.machines:  # pinned first, so allocation works around them
+        for net, label in ((m.bip.network if m.bip else None, "bip"), (m.pool, "pool")):
+            if net is None:
+                continue
+            hit = clash(net)
+            if hit:
+                raise Conflict(f"{m.name}: {label} {net} overlaps {hit}",
+                               f"pick another {label} for {m.name}, or leave it out and labctl picks one")
+            taken.append((net, f"{label} of {m.name}"))
+    blocks = _blocks(spec.ranges)
+    for m in spec.machines:
+        picked: list[IPv4Network] = []
+        need = (m.bip is None) + (m.pool is None)
+        for b in blocks:
+            if len(picked) == need:
+                break
+            if clash(b) is None:
+                picked.append(b)
+                taken.append((b, f"engine of {m.name}"))
+        if len(picked) < need:
+            raise Conflict(
+                f"no free /{BLOCK_PREFIX} left for the engine of {m.name} in "
+                f"{', '.join(str(r) for r in spec.ranges)} (host routes and other machines use them)",
+                "add [engine] ranges = [\"10.200.0.0/13\"] (any private space free on this desktop) "
+                "to lab.toml")
+        it = iter(picked)
+        bip = m.bip or IPv4Interface(f"{next(it).network_address + 1}/{BLOCK_PREFIX}")
+        pool = m.pool or next(it)
+        if spec.pool_size < pool.prefixlen:
+            raise Conflict(f"{m.name}: pool {pool} is smaller than pool_size /{spec.pool_size}")
+        result[m.name] = EngineNets(bip=bip, pool=pool, pool_size=spec.pool_size)
+    return result
+
+
+def with_engines(spec: LabSpec, nets: dict[str, EngineNets]) -> LabSpec:
+    """The spec with every machine's bip and pool filled in (for state and status)."""
+    return replace(spec, machines=tuple(
+        replace(m, bip=nets[m.name].bip, pool=nets[m.name].pool) if m.name in nets else m
+        for m in spec.machines))
+
+
+def engine_nets_from_flags(flags: Sequence[str], pool_size: int = DEFAULT_POOL_SIZE) -> EngineNets | None:
+    """Read back ``bip=…`` / ``default-address-pool=base=…,size=…`` from a machine's config.json
+    ArbitraryFlags (what ``docker-machine create --engine-opt`` stored)."""
+    bip = pool = None
+    size = pool_size
+    for f in flags:
+        if f.startswith("bip="):
+            bip = IPv4Interface(f[4:])
+        elif f.startswith("default-address-pool="):
+            parts = dict(p.split("=", 1) for p in f.split("=", 1)[1].split(",") if "=" in p)
+            pool = IPv4Network(parts.get("base", ""), strict=False)
+            size = int(parts.get("size", size))
+    if bip is None or pool is None:
+        return None
+    return EngineNets(bip=bip, pool=pool, pool_size=size)
+
+
+__all__ = [
+    "EngineNets", "LabSpec", "MachineSpec", "allocate_engines", "check_name", "engine_nets_from_flags",
+    "from_flags", "load", "parse", "with_engines",
+]
