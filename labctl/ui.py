@@ -56,7 +56,18 @@ def yesno(value: bool) -> str:
     return "yes" if value else "no"
 
 
+def _plain_stderr() -> bool:
+    """Piped stderr gets plain lines without loading rich at all (fast, and no escapes)."""
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
 def info(message: str) -> None:
+    if _plain_stderr():
+        sys.stderr.write(message + "\n")
+        return
     _console(True).print(message, markup=False)
 
 
@@ -68,11 +79,13 @@ def plain(text: str) -> None:
 def step(description: str) -> Iterator[None]:
     """A spinner with the step's name and elapsed time while it runs; a ✓ line after."""
     started = time.monotonic()
+    if _plain_stderr():
+        yield
+        mark = "✓" if (sys.stderr.encoding or "").lower().replace("-", "") in ("utf8",) else "+"
+        sys.stderr.write(f"{mark} {description} ({time.monotonic() - started:.1f}s)\n")
+        return
     err = _console(True)
-    if err.is_terminal:
-        with err.status(f"{description} …"):
-            yield
-    else:
+    with err.status(f"{description} …"):
         yield
     err.print(f"[green]✓[/] {description} [dim]({time.monotonic() - started:.1f}s)[/]",
               markup=True, highlight=False)

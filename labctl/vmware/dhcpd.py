@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import socket
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -199,8 +200,8 @@ def _parse_nodes(text: str) -> list[Node]:
 
 _HOST_BLOCK = re.compile(r"(?P<host>host)\s+(?P<name>[^\s{};][^{};]*?)\s*\{(?P<body>[^{}]*)\}")
 _SUBNET_HEAD = re.compile(r"subnet\s+(\S+)\s+netmask\s+([^\s{};]+)\s*\{")
-_HW = re.compile(r"(?:^|[\s;])hardware\s+ethernet\s+([^\s;]+)\s*(?=;|$)")
-_FIXED = re.compile(r"(?:^|[\s;])fixed-address\s+([^;]+?)\s*(?=;|$)")
+_HOST_FIELDS = re.compile(
+    r"(?:^|[\s;])(?:hardware\s+ethernet\s+([^\s;]+)|fixed-address\s+([^;]+?))\s*(?=;|$)")
 _BOUNDARY = frozenset(" \t\r\n;{}")
 
 
@@ -307,8 +308,16 @@ class DhcpdConf:
             body = m.group("body")
             if "\x0f" in body:
                 body = body.translate(_SHOW)
-            macs = tuple(x.lower() for x in _HW.findall(body))
-            ips = tuple(x for f in _FIXED.findall(body) for x in f.replace(",", " ").split())
+            macs_l: list[str] = []
+            ips_l: list[str] = []
+            for mac, fixed in _HOST_FIELDS.findall(body):
+                if mac:
+                    macs_l.append(mac.lower())
+                elif "," in fixed or " " in fixed:
+                    ips_l.extend(fixed.replace(",", " ").split())
+                else:
+                    ips_l.append(fixed)
+            macs, ips = tuple(macs_l), tuple(ips_l)
             span = managed.get(name)
             is_managed = bool(span and span[0] <= start and end <= span[1])
             protected = self.end_marker is not None and start < self.end_marker
@@ -384,14 +393,15 @@ class DhcpdConf:
     def pick_free_ip(self) -> ipaddress.IPv4Address:
         sub = self._require_subnet()
         taken = {ip for h in self.hosts for ip in h.ips}
+        taken.update(sub.routers)
         net = sub.network
-        for candidate in net.hosts():
-            offset = int(candidate) - int(net.network_address)
-            if offset <= 2 or sub.in_range(candidate) or str(candidate) in taken:
+        ranges = [(int(lo), int(hi)) for lo, hi in sub.ranges]
+        first, last = int(net.network_address) + 3, int(net.broadcast_address) - 1
+        for value in range(first, last + 1):  # ints and inet_ntoa: fast on files with 10,000 hosts
+            if any(lo <= value <= hi for lo, hi in ranges):
                 continue
-            if str(candidate) in sub.routers:
-                continue
-            return candidate
+            if socket.inet_ntoa(value.to_bytes(4, "big")) not in taken:
+                return ipaddress.IPv4Address(value)
         raise Conflict(f"no free address outside the dynamic range in {net}",
                        "release a reservation or shrink the range")
 
@@ -472,7 +482,7 @@ class DhcpdConf:
 def validate_edit(old: DhcpdConf, new_text: str) -> None:
     """Checks a new dhcpd.conf before it replaces the old one: it parses, VMware's section is
     byte-identical, and docker-machine's patterns read every labctl block."""
-    _parse_nodes(new_text)
+    _check_structure(new_text, _mask(new_text))
     new_marker = new_text.find(END_MARKER)
     # the End line's own line break may come or go (a file ending right at the End line gains
     # one when a block is appended, and loses it again on release); nothing else may change
