@@ -10,8 +10,7 @@ import sys
 import typer
 
 from labctl import __version__
-from labctl.commands import dhcp, vmnet
-from labctl.commands import console, photon
+from labctl.commands import console, dhcp, doctor, photon, route, up, vmnet
 from labctl.errors import EXIT_FAILED, LabctlError
 
 app = typer.Typer(
@@ -25,8 +24,13 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+app.command("up")(up.up)
+app.command("down")(up.down)
+app.command("status")(up.status)
 app.add_typer(vmnet.app, name="vmnet")
 app.add_typer(dhcp.app, name="dhcp")
+app.add_typer(route.app, name="route")
+app.command("doctor")(doctor.doctor)
 app.add_typer(photon.app, name="photon")
 app.command("console-help")(console.console_help)
 
@@ -57,7 +61,7 @@ def main() -> None:
     global _debug
     _debug = _debug or "--debug" in sys.argv[1:] or bool(os.environ.get("LABCTL_DEBUG"))
     try:
-        app()
+        app(prog_name="labctl")
     except LabctlError as exc:
         if _debug:
             import traceback

@@ -1,0 +1,60 @@
+"""labctl doctor: every layer of the lab diagnosed, each problem with the command that fixes it."""
+
+from __future__ import annotations
+
+import typer
+
+
+def doctor(
+    name: str = typer.Argument(None, help="The lab machine (default: the one labctl recorded)."),
+    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN to examine (default: the machine's)."),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show check ids, timings, extra detail."),
+    checks: list[str] = typer.Option(None, "--check", metavar="ID",
+                                     help="Run only this check (and what it needs); repeatable."),
+    list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    timeout: float = typer.Option(None, "--timeout", min=0.2,
+                                  help="Seconds each check may take (default 2)."),
+) -> None:
+    """Diagnose the lab layer by layer (host, docker-machine, vmnet, DHCP reservation, lease,
+    machine, engine, routes, forwarding, end to end); every problem comes with a fix to paste.
+
+    Exit status: 0 nothing failed (warnings allowed unless --strict), 1 something failed,
+    2 unknown --check id.
+
+    Example: labctl doctor lab --check reservation.mac
+    """
+    import sys
+
+    from labctl import doctor as dr
+    from labctl import ui
+    from labctl.doctor.context import Context
+    from labctl.doctor.render import render, render_list
+    from labctl.paths import Paths
+
+    everything = dr.all_checks()
+    if list_checks:
+        if json:
+            ui.print_json([c.as_dict() for c in everything])
+        else:
+            render_list(everything, sys.stdout)
+        return
+    selected = dr.select(everything, checks) if checks else everything
+    limit = timeout if timeout is not None else dr.DEFAULT_TIMEOUT
+    ctx = Context(Paths.detect(), machine=name, vmnet=vmnet,
+                  command_timeout=max(0.1, min(limit * 0.75, limit - 0.3)))
+    report = dr.run(selected, ctx, timeout=limit)
+    if json:
+        data = report.as_dict()
+        try:
+            t = ctx.target()
+            data["target"] = {"machine": t.machine,
+                              "vmnet": f"vmnet{t.vmnet}" if t.vmnet is not None else None}
+        except Exception:  # already reported by the checks
+            data["target"] = {"machine": name, "vmnet": vmnet}
+        ui.print_json(data)
+    else:
+        render(report, sys.stdout, verbose=verbose)
+    if report.failed or (strict and report.warned):
+        raise typer.Exit(1)

@@ -1,0 +1,111 @@
+"""engine and end-to-end layers: the lab's Docker Engine (labctl.engine) and a real TCP
+connection to a container."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from typing import Any
+
+from labctl.doctor.context import Context
+from labctl.doctor.core import Result, check, fail, ok, skip, warn
+
+RENEW_DAYS = 30
+
+
+def _regen(ctx: Context) -> str:
+    return f"docker-machine regenerate-certs -f {ctx.record().name}"
+
+
+@check("engine.certs", "Engine certificate valid", requires=("machine.exists",))
+def certs(ctx: Context) -> Result:
+    cert = ctx.server_cert()
+    host = ctx.engine_target().host
+    sans = [v for k, v in cert.get("subjectAltName", ()) if k in ("IP Address", "DNS")]
+    expires = ssl.cert_time_to_seconds(cert["notAfter"]) if cert.get("notAfter") else None
+    left = (expires - time.time()) / 86400 if expires else None
+    if host and host not in sans:
+        return fail(f"{cert['path']} is for {', '.join(sans) or 'no address'}, but the engine is "
+                    f"reached at {host}: TLS verification fails", _regen(ctx))
+    if left is not None and left < 0:
+        return fail(f"the engine's certificate expired {-left:.0f} days ago ({cert['notAfter']})",
+                    _regen(ctx))
+    if left is not None and left < RENEW_DAYS:
+        return warn(f"the engine's certificate expires in {left:.0f} days ({cert['notAfter']})",
+                    _regen(ctx))
+    until = f", valid until {cert['notAfter']}" if cert.get("notAfter") else ""
+    return ok(f"for {host}{until}")
+
+
+@check("engine.reachable", "Engine answers over TLS",
+       requires=("machine.running", "machine.address", "engine.certs"))
+def reachable(ctx: Context) -> Result:
+    target = ctx.engine_target()
+    try:
+        _, version = ctx.engine()
+    except Exception as exc:
+        from labctl.errors import LabctlError
+
+        text = exc.message if isinstance(exc, LabctlError) else str(exc)
+        name = ctx.record().name
+        if "CERTIFICATE" in text.upper() or "certificate" in text:
+            return fail(text, _regen(ctx))
+        return fail(text, f"docker-machine restart {name}  (then: labctl doctor {name})")
+    return ok(f"{target.url} (Engine {version})")
+
+
+@check("engine.gateway_mode", "Unpublished container ports routable",
+       requires=("engine.reachable",))
+def gateway_mode(ctx: Context) -> Result:
+    from labctl import engine
+
+    _, version = ctx.engine()
+    nets = ctx.engine_networks()
+    blocked = [n for n in nets if engine.reachability(version, n) == "published-only"]
+    if not blocked:
+        if engine.major(version) < 28:
+            return ok(f"Engine {version} routes to every container port")
+        return ok(f"every network is {engine.UNPROTECTED}")
+    names = ", ".join(f"{n.name} ({', '.join(map(str, n.subnets))})" for n in blocked)
+    return warn(f"Engine {version} drops routed traffic to unpublished ports on {names}; "
+                "only published ports answer there",
+                " ; ".join(engine.unprotect_advice(n) for n in blocked))
+
+
+def _targets(containers: list[dict[str, Any]]) -> list[tuple[str, str, int | None]]:
+    """(name, ip, port) for each running container: a TCP port it listens on, if declared."""
+    out = []
+    for c in containers:
+        name = (c.get("Names") or ["?"])[0].lstrip("/")
+        nets = ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
+        ips = [n.get("IPAddress") for n in nets if n.get("IPAddress")]
+        ports = [p.get("PrivatePort") for p in c.get("Ports") or [] if p.get("Type", "tcp") == "tcp"]
+        for ip in ips:
+            out.append((name, ip, ports[0] if ports else None))
+    return out
+
+
+@check("end-to-end.tcp", "A container answers by IP",
+       requires=("engine.reachable", "routes.labctl", "forwarding.ip_forward"))
+def end_to_end(ctx: Context) -> Result:
+    name = ctx.record().name
+    targets = _targets(ctx.containers())
+    if not targets:
+        return skip(f"no container runs; to test: docker run -d --name web -p 80 nginx, then "
+                    f"labctl doctor {name} --check end-to-end.tcp")
+    # a declared port if any; else port 80: a refused connection proves the route as well
+    cname, ip, port = next((t for t in targets if t[2] is not None), targets[0])
+    port = port or 80
+    limit = max(0.2, ctx.command_timeout - 0.3)
+    try:
+        with socket.create_connection((ip, int(port or 0)), timeout=limit):
+            pass
+    except ConnectionRefusedError:
+        return ok(f"{ip} ({cname}) is reachable: port {port} refused the connection, so the route works")
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return fail(f"TCP {ip}:{port} ({cname}) {why}",
+                    f"check the layers above; if they are all ok, Engine >= 28 may drop routed traffic "
+                    f"to unpublished ports: labctl doctor {name} --check engine.gateway_mode")
+    return ok(f"TCP {ip}:{port} ({cname}) connected")

@@ -1,0 +1,112 @@
+"""Host layer: the platform, VMware Fusion/Workstation and its tools."""
+
+from __future__ import annotations
+
+import shlex
+
+from labctl.doctor.context import Context
+from labctl.doctor.core import Result, check, fail, ok, warn
+
+FUSION_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
+ARM_ALTERNATIVE = ("boot2docker is x86-only: run Docker in an arm64 Linux VM instead, e.g. "
+                   "`brew install colima && colima start --network-address` (a routable VM "
+                   "address), or an arm64 Ubuntu VM in Fusion 13 with Docker Engine installed")
+
+
+def _q(path: object) -> str:
+    return shlex.quote(str(path))
+
+
+def network_restart_fix(ctx: Context) -> str:
+    tool = _q(ctx.paths.network_tool)
+    return f"sudo {tool} --stop && sudo {tool} --start"
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    out = []
+    for part in (text or "").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+@check("host.platform", "Platform")
+def platform_ok(ctx: Context) -> Result:
+    product = ctx.paths.product
+    return ok(f"{ctx.os_description()} on {ctx.arch()} ({product})")
+
+
+@check("host.arch", "CPU can run boot2docker")
+def arch_ok(ctx: Context) -> Result:
+    arch = ctx.arch()
+    if arch in ("arm64", "aarch64"):
+        where = "Apple Silicon" if ctx.platform == "darwin" else f"an {arch} host"
+        return fail(f"{where}: boot2docker and docker-machine's VMware drivers cannot run here",
+                    ARM_ALTERNATIVE)
+    return ok(arch)
+
+
+@check("host.vmware", "VMware installed")
+def vmware_installed(ctx: Context) -> Result:
+    product = ctx.paths.product
+    where = ctx.vmware_install()
+    if where is None:
+        looked = "/Applications/VMware Fusion.app" if ctx.platform == "darwin" \
+            else "/usr/lib/vmware or /usr/bin/vmware"
+        return fail(f"{product} is not installed (looked for {looked})",
+                    f"install {product} from {FUSION_URL}")
+    version = ctx.vmware_version()
+    return ok(f"{product} {version or '(version unreadable)'} at {where}")
+
+
+@check("host.network_tool", "VMware network tool present", requires=("host.vmware",))
+def network_tool(ctx: Context) -> Result:
+    tool = ctx.paths.network_tool
+    if ctx.executable(str(tool)):
+        return ok(str(tool))
+    return fail(f"{tool.name} not found or not executable at {tool}",
+                f"reinstall {ctx.paths.product}; {tool.name} ships with it")
+
+
+@check("host.vmrun", "vmrun present", requires=("host.vmware",))
+def vmrun(ctx: Context) -> Result:
+    path = ctx.paths.vmrun
+    if ctx.executable(str(path)):
+        return ok(str(path))
+    if ctx.platform == "darwin":
+        fix = ("reinstall VMware Fusion (vmrun is in VMware Fusion.app/Contents/Library), or "
+               "put it on PATH: sudo ln -s '/Applications/VMware Fusion.app/Contents/Library/vmrun' "
+               "/usr/local/bin/vmrun")
+    else:
+        fix = "reinstall VMware Workstation (it installs /usr/bin/vmrun)"
+    return fail(f"vmrun not found at {path}", fix)
+
+
+@check("host.dhcp_server", "vmnet DHCP server", requires=("host.vmware",))
+def dhcp_server(ctx: Context) -> Result:
+    """Fusion 12.0/12.1 on macOS 11 handed DHCP to Apple's bootpd (/var/db/dhcpd_leases)."""
+    if ctx.platform != "darwin":
+        return ok("VMware's vmnet-dhcpd reads the vmnet's dhcpd.conf")
+    fusion = ctx.vmware_version()
+    macos = ctx.macos_version()
+    if fusion is None or macos is None:
+        return warn(f"cannot tell which DHCP server applies (Fusion {fusion or '?'}, macOS "
+                    f"{macos or '?'}); Fusion 12.0/12.1 on macOS 11 use Apple's instead of VMware's",
+                    "check the version in VMware Fusion > About VMware Fusion; "
+                    "12.2 or later use VMware's DHCP server")
+    if version_tuple(fusion)[:2] in ((12, 0), (12, 1)) and version_tuple(macos)[:1] == (11,):
+        return warn(f"Fusion {fusion} on macOS {macos} uses Apple's DHCP server (bootpd, leases "
+                    f"in {ctx.paths.apple_leases}); it ignores reservations in dhcpd.conf",
+                    "upgrade to Fusion 12.2 or later (VMware's DHCP server again), or reserve the "
+                    "address in Apple's /etc/bootptab instead")
+    return ok(f"VMware's vmnet-dhcpd (Fusion {fusion} on macOS {macos}) reads dhcpd.conf")
+
+
+def uses_apple_dhcp(ctx: Context) -> bool:
+    if ctx.platform != "darwin":
+        return False
+    return (version_tuple(ctx.vmware_version())[:2] in ((12, 0), (12, 1))
+            and version_tuple(ctx.macos_version())[:1] == (11,))
+

@@ -1,0 +1,76 @@
+"""machine and forwarding layers: the docker-machine VM (through labctl.machine's adapter)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+
+from labctl.doctor.context import Context
+from labctl.doctor.core import Result, check, fail, ok, warn
+from labctl.doctor.host import network_restart_fix
+from labctl.errors import CommandTimeout
+
+_INET = re.compile(r"\binet (\d+\.\d+\.\d+\.\d+)/(\d+)")
+
+
+@check("machine.exists", "docker-machine has the lab machine",
+       requires=("lab.machine", "docker-machine.installed"))
+def exists(ctx: Context) -> Result:
+    rec = ctx.record()
+    dm = ctx.dm()
+    if not dm.exists(rec.name):
+        return fail(f"no machine {rec.name} in docker-machine's store {dm.store}",
+                    f"labctl up {rec.name}  (or set MACHINE_STORAGE_PATH to the store it is in)")
+    details = dm.read_config(rec.name)
+    return ok(f"{rec.name} (driver {details.driver or '?'}) in {dm.machine_dir(rec.name)}")
+
+
+def _hung_fix(ctx: Context) -> str:
+    rec = ctx.record()
+    if rec.vmx:
+        return (f"the VM or VMware hangs: {shlex.quote(str(ctx.paths.vmrun))} stop "
+                f"{shlex.quote(rec.vmx)} hard && docker-machine start {rec.name}")
+    return f"the VM or VMware hangs: docker-machine restart {rec.name}"
+
+
+@check("machine.running", "Lab machine running", requires=("machine.exists",))
+def running(ctx: Context) -> Result:
+    rec = ctx.record()
+    try:
+        state = ctx.machine_status()
+    except CommandTimeout:
+        return fail(f"docker-machine status {rec.name} did not answer within {ctx.command_timeout:g} s",
+                    _hung_fix(ctx))
+    if state == "Running":
+        return ok("Running")
+    return fail(f"{rec.name} is {state or 'in an unknown state'}", f"docker-machine start {rec.name}")
+
+
+@check("machine.address", "VM has the reserved IP", requires=("machine.running", "reservation.ip"))
+def address(ctx: Context) -> Result:
+    """What the VM's own interfaces say (the leases file cannot show fixed addresses)."""
+    rec = ctx.record()
+    host = ctx.reservation()
+    out = ctx.ssh("ip -4 -o addr show").stdout
+    addrs = [m.group(1) for m in _INET.finditer(out) if not m.group(1).startswith("127.")]
+    if host.ip in addrs:
+        return ok(f"{rec.name} has {host.ip} ({', '.join(addrs)})")
+    net = ctx.vmnet().network if ctx.vmnet() is not None else None
+    on_vmnet = [a for a in addrs if net is not None and ipaddress.IPv4Address(a) in net]
+    said = f"its address on the vmnet is {', '.join(on_vmnet)}" if on_vmnet else \
+        f"it has {', '.join(addrs) or 'no IPv4 address'}"
+    return fail(f"{rec.name} does not have {host.ip}: {said}",
+                f"{network_restart_fix(ctx)} && docker-machine restart {rec.name}")
+
+
+@check("forwarding.ip_forward", "IP forwarding in the VM", requires=("machine.running",))
+def ip_forward(ctx: Context) -> Result:
+    rec = ctx.record()
+    value = ctx.ssh("sysctl -n net.ipv4.ip_forward").stdout.strip()
+    if value == "1":
+        return ok("net.ipv4.ip_forward = 1")
+    fix = f"docker-machine ssh {rec.name} sudo sysctl -w net.ipv4.ip_forward=1"
+    if value == "0":
+        return fail("net.ipv4.ip_forward = 0: the VM drops routed traffic to its containers", fix)
+    return warn(f"cannot read net.ipv4.ip_forward in the VM (it said {value!r})", fix)
