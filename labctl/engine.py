@@ -1,0 +1,302 @@
+"""The Docker Engine adapter (docker SDK): where the engine is and how to reach it with
+TLS verification on, which local networks and subnets it has, its version, and whether
+routed traffic reaches unpublished ports (Engine >= 28 drops it unless a network's
+``com.docker.network.bridge.gateway_mode_ipv4`` is ``nat-unprotected``).
+
+The SDK is imported only inside functions: ``route ls --offline`` never loads it."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import CommandFailed, Conflict, InvalidInput, PreconditionMissing
+from labctl.paths import Paths
+from labctl.runner import Runner
+
+CONNECT_TIMEOUT = 10.0
+GATEWAY_MODE_V4 = "com.docker.network.bridge.gateway_mode_ipv4"
+UNPROTECTED = "nat-unprotected"
+PREDEFINED = {"bridge", "host", "none"}
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """How to reach one engine: its URL and, for TCP, the TLS files (verification always on)."""
+
+    url: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    machine: str = ""
+
+    @property
+    def host(self) -> str | None:
+        m = re.match(r"^(?:tcp|https?)://\[?([^\]/:]+)\]?(?::\d+)?", self.url)
+        return m.group(1) if m else None
+
+    @property
+    def tcp(self) -> bool:
+        return not self.url.startswith(("unix://", "npipe://"))
+
+
+def parse_machine_config(text: str, machine: str = "") -> EngineTarget:
+    """``docker-machine config NAME`` output (parsed by labctl.machine) as an EngineTarget."""
+    from labctl.machine import parse_config
+
+    cfg = parse_config(text)
+    return EngineTarget(cfg.host, Path(cfg.tlscacert), Path(cfg.tlscert), Path(cfg.tlskey), machine)
+
+
+def target_from_store(machine: str, store: Path | None = None) -> EngineTarget:
+    """The machine store directly (config.json + machines/NAME/{ca,cert,key}.pem), for when
+    the docker-machine binary is not installed."""
+    from labctl.machine import storage_path
+
+    base = (store or storage_path()) / "machines" / machine
+    try:
+        cfg = json.loads((base / "config.json").read_text())
+    except FileNotFoundError as exc:
+        raise PreconditionMissing(f"docker machine {machine!r} does not exist in {base.parent}",
+                                  "docker-machine ls") from exc
+    except ValueError as exc:
+        raise CommandFailed(f"{base / 'config.json'} is not JSON: {exc}") from exc
+    driver = cfg.get("Driver", {})
+    url = driver.get("URL") or (f"tcp://{driver['IPAddress']}:2376" if driver.get("IPAddress") else "")
+    if not url:
+        raise PreconditionMissing(f"docker machine {machine!r} has no address yet",
+                                  f"docker-machine start {machine}")
+    return EngineTarget(url, base / "ca.pem", base / "cert.pem", base / "key.pem", machine)
+
+
+def target_for_machine(paths: Paths, machine: str, runner: Runner | None = None) -> EngineTarget:
+    """TLS material and URL from ``docker-machine config NAME`` (the machine store when
+    docker-machine is not installed)."""
+    from labctl.machine import DockerMachine
+
+    dm = DockerMachine.detect(runner or Runner(), paths)
+    try:
+        cfg = dm.config(machine)
+    except PreconditionMissing:
+        if not Path(dm.binary).exists() and not shutil.which(dm.binary):
+            return target_from_store(machine, dm.store)
+        raise
+    return EngineTarget(cfg.host, Path(cfg.tlscacert), Path(cfg.tlscert), Path(cfg.tlskey), machine)
+
+
+def machine_ip(paths: Paths, machine: str, runner: Runner | None = None) -> str:
+    """``docker-machine ip NAME`` (the none driver prints host:port: the port is dropped)."""
+    from labctl.machine import DockerMachine
+
+    return DockerMachine.detect(runner or Runner(), paths).ip(machine)
+
+
+def check_docker_host(url: str) -> str:
+    if not re.match(r"^(tcp|unix)://\S+$", url or ""):
+        raise InvalidInput(f"invalid Docker host {url!r}: expected tcp://IP:2376 or unix:///path")
+    return url
+
+
+def target_from_env(docker_host: str | None = None,
+                    environ: dict[str, str] | None = None) -> EngineTarget:
+    """``--docker-host URL`` / DOCKER_HOST, with DOCKER_CERT_PATH for TCP (TLS always verified)."""
+    env = os.environ if environ is None else environ
+    url = docker_host or env.get("DOCKER_HOST") or ""
+    if not url:
+        raise InvalidInput("no engine given: name a docker-machine, or pass --docker-host / set DOCKER_HOST")
+    check_docker_host(url)
+    if url.startswith("unix://"):
+        return EngineTarget(url)
+    cert_path = env.get("DOCKER_CERT_PATH") or str(Path(env.get("HOME", "~")).expanduser() / ".docker")
+    base = Path(cert_path)
+    files = [base / "ca.pem", base / "cert.pem", base / "key.pem"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise PreconditionMissing(f"TLS files for {url} are missing: {', '.join(missing)}",
+                                  "set DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem")
+    return EngineTarget(url, files[0], files[1], files[2])
+
+
+def resolve_target(paths: Paths, machine: str | None, docker_host: str | None,
+                   runner: Runner | None = None) -> EngineTarget:
+    if docker_host or (not machine and os.environ.get("DOCKER_HOST")):
+        target = target_from_env(docker_host)
+        return EngineTarget(target.url, target.ca, target.cert, target.key, machine or "")
+    if machine:
+        return target_for_machine(paths, machine, runner)
+    raise InvalidInput("say which engine: labctl route … MACHINE, or --docker-host tcp://IP:2376")
+
+
+def connect(target: EngineTarget, timeout: float = CONNECT_TIMEOUT) -> Any:
+    """A DockerClient with verification on (TCP needs the CA, client cert and key).
+
+    The engine's own CA must be the one checked: requests lets REQUESTS_CA_BUNDLE /
+    CURL_CA_BUNDLE (often set system-wide) override a session's CA file, so the client does
+    not trust the environment, and the API version is negotiated after that is switched off."""
+    import docker
+    from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+    from docker.errors import DockerException
+
+    kwargs: dict[str, Any] = {"base_url": target.url, "timeout": timeout,
+                              "version": MINIMUM_DOCKER_API_VERSION}
+    if target.tcp:
+        if not (target.ca and target.cert and target.key):
+            raise PreconditionMissing(f"no TLS files for {target.url}; labctl always verifies TLS")
+        kwargs["tls"] = docker.tls.TLSConfig(client_cert=(str(target.cert), str(target.key)),
+                                            ca_cert=str(target.ca), verify=True)
+    try:
+        client = docker.DockerClient(**kwargs)
+        client.api.trust_env = False
+        server = str(client.api.version(api_version=False).get("ApiVersion", MINIMUM_DOCKER_API_VERSION))
+        client.api._version = min(server, DEFAULT_DOCKER_API_VERSION, key=_api_tuple)
+        return client
+    except Exception as exc:  # DockerException, requests' ConnectionError / SSLError
+        if not isinstance(exc, DockerException | OSError) and "requests" not in type(exc).__module__:
+            raise
+        raise CommandFailed(f"cannot reach the Docker Engine at {target.url}: {_short(exc)}",
+                            "check the VM is running (docker-machine status) and its certificates"
+                            ) from exc
+
+
+def _api_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    m = re.search(r"(Connection refused|timed out|No route to host|Network is unreachable|"
+                  r"CERTIFICATE_VERIFY_FAILED[^)'\"]*|certificate verify failed[^)'\"]*)", text)
+    return m.group(1) if m else text[:200]
+
+
+@dataclass(frozen=True)
+class EngineNetwork:
+    id: str
+    name: str
+    driver: str
+    scope: str
+    subnets: tuple[ipaddress.IPv4Network, ...]
+    options: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    internal: bool = False
+    containers: int = 0
+
+    @property
+    def gateway_mode_ipv4(self) -> str | None:
+        return self.options.get(GATEWAY_MODE_V4)
+
+    @property
+    def default_bridge(self) -> bool:
+        return self.options.get("com.docker.network.bridge.default_bridge") == "true" or \
+            (self.name == "bridge" and self.driver == "bridge")
+
+
+def network_from_inspect(data: dict[str, Any]) -> EngineNetwork:
+    subnets = []
+    for cfg in (data.get("IPAM") or {}).get("Config") or []:
+        try:
+            net = ipaddress.ip_network(str(cfg.get("Subnet", "")), strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network):
+            subnets.append(net)
+    return EngineNetwork(
+        id=str(data.get("Id", "")), name=str(data.get("Name", "")), driver=str(data.get("Driver", "")),
+        scope=str(data.get("Scope", "")), subnets=tuple(subnets),
+        options={str(k): str(v) for k, v in (data.get("Options") or {}).items()},
+        internal=bool(data.get("Internal")), containers=len(data.get("Containers") or {}))
+
+
+def list_networks(client: Any) -> list[EngineNetwork]:
+    """Every local-scope network with IPv4 subnets (the default bridge included)."""
+    try:
+        raw = client.api.networks()
+    except Exception as exc:  # requests/SDK errors: one line
+        raise CommandFailed(f"cannot list the engine's networks: {_short(exc)}") from exc
+    out = [network_from_inspect(n) for n in raw]
+    return sorted((n for n in out if n.scope == "local" and n.subnets), key=lambda n: n.name)
+
+
+def engine_version(client: Any) -> str:
+    try:
+        return str(client.version().get("Version", ""))
+    except Exception as exc:
+        raise CommandFailed(f"cannot read the engine version: {_short(exc)}") from exc
+
+
+def major(version: str) -> int:
+    m = re.match(r"^v?(\d+)", version or "")
+    return int(m.group(1)) if m else 0
+
+
+def reachability(version: str, network: EngineNetwork) -> str:
+    """"direct": every container port answers routed traffic; "published-only": Engine >= 28
+    drops routed traffic to unpublished ports on this network (gateway mode nat or routed)."""
+    if major(version) < 28:
+        return "direct"
+    if network.gateway_mode_ipv4 == UNPROTECTED:
+        return "direct"
+    return "published-only"
+
+
+def unprotect_advice(network: EngineNetwork) -> str:
+    if network.default_bridge:
+        return ("the default bridge cannot change its gateway mode: run containers on a user network "
+                f"made with docker network create -o {GATEWAY_MODE_V4}={UNPROTECTED} NAME, "
+                "or publish their ports (-p)")
+    return (f"labctl route add --unprotect {network.name} (recreates the network with "
+            f"-o {GATEWAY_MODE_V4}={UNPROTECTED}; it must have no containers), or publish the ports")
+
+
+def recreate_args(data: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for client.networks.create that recreate ``data`` (an inspect result) with
+    gateway_mode_ipv4=nat-unprotected, keeping driver, IPAM, options and labels."""
+    import docker.types
+
+    name = str(data.get("Name", ""))
+    if name in PREDEFINED:
+        raise Conflict(f"{name} is a predefined network; its gateway mode cannot be changed",
+                       unprotect_advice(network_from_inspect(data)))
+    if data.get("Containers"):
+        n = len(data["Containers"])
+        raise Conflict(f"network {name} has {n} container(s) attached; it must be empty to be recreated",
+                       f"stop or disconnect them (docker network disconnect {name} CONTAINER), then retry")
+    ipam = data.get("IPAM") or {}
+    pools = [docker.types.IPAMPool(subnet=c.get("Subnet"), iprange=c.get("IPRange") or None,
+                                   gateway=c.get("Gateway") or None)
+             for c in ipam.get("Config") or []]
+    options = dict(data.get("Options") or {})
+    options[GATEWAY_MODE_V4] = UNPROTECTED
+    return {
+        "name": name, "driver": data.get("Driver") or "bridge", "options": options,
+        "ipam": docker.types.IPAMConfig(driver=ipam.get("Driver") or "default", pool_configs=pools),
+        "internal": bool(data.get("Internal")), "labels": data.get("Labels") or None,
+        "enable_ipv6": bool(data.get("EnableIPv6")), "attachable": bool(data.get("Attachable")),
+    }
+
+
+def unprotect(client: Any, name: str) -> bool:
+    """Recreate network ``name`` with nat-unprotected.  False: it already was."""
+    from docker.errors import NotFound
+
+    try:
+        data = client.api.inspect_network(name)
+    except NotFound as exc:
+        raise InvalidInput(f"no Docker network named {name!r}") from exc
+    if (data.get("Options") or {}).get(GATEWAY_MODE_V4) == UNPROTECTED:
+        return False
+    args = recreate_args(data)
+    client.api.remove_network(data["Id"])
+    client.networks.create(**args)
+    return True
+
+
+def events(client: Any, since: float | None = None):
+    """Network create/destroy events (a blocking generator)."""
+    return client.events(decode=True, since=since,
+                         filters={"type": "network", "event": ["create", "destroy"]})

@@ -1,0 +1,171 @@
+"""Pure checks of wanted routes against the routing table and labctl's records: what to
+add, replace or remove, what is already fine, and what clashes with routes labctl did not
+make (refused) or overlaps a VPN (warned), each with the exact route and a concrete fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labctl.routes.model import GATEWAY, LINK, IPv4Address, IPv4Network, Route
+from labctl.routes.records import Record
+from labctl.routes.tables import RouteOp
+
+# Where labctl suggests moving a clashing Docker bridge / address pool.
+_SUGGEST_FROM = [IPv4Network("10.200.0.0/16"), IPv4Network("10.210.0.0/16"),
+                 IPv4Network("192.168.200.0/22"), IPv4Network("10.99.0.0/16")]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    destination: IPv4Network
+    gateway: IPv4Address
+    network: str | None = None
+
+
+@dataclass
+class Analysis:
+    ops: list[RouteOp] = field(default_factory=list)
+    present: list[Wanted] = field(default_factory=list)
+    foreign_present: list[Wanted] = field(default_factory=list)  # same route, not labctl's
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (message, fix)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _relevant(table: list[Route]) -> list[Route]:
+    return [r for r in table if r.kind in (GATEWAY, LINK) and not r.destination.is_loopback]
+
+
+def free_pool(table: list[Route], taken: list[IPv4Network] | None = None) -> IPv4Network | None:
+    busy = [r.destination for r in _relevant(table) if r.destination.prefixlen >= 8] + list(taken or [])
+    for base in _SUGGEST_FROM:
+        if not any(base.overlaps(b) for b in busy):
+            return base
+    return None
+
+
+def fix_text(table: list[Route], taken: list[IPv4Network] | None = None) -> str:
+    pool = free_pool(table, taken)
+    if pool is None:
+        return "give the Docker network a subnet that overlaps nothing on this host"
+    bip = f"{next(pool.hosts())}/24"
+    sub = list(pool.subnets(new_prefix=pool.prefixlen + 1))[1]
+    return (f"move Docker to a free range, e.g. docker-machine create --engine-opt bip={bip} "
+            f"--engine-opt default-address-pool=base={sub},size=24 (or docker network create "
+            f"--subnet {list(sub.subnets(new_prefix=24))[0]} for one network)")
+
+
+def gateway_link(table: list[Route], gateway: IPv4Address) -> Route | None:
+    """The directly connected network the gateway sits on (None: not reachable directly)."""
+    best = None
+    for r in table:
+        if r.kind == LINK and not r.is_default and gateway in r.destination and (
+                best is None or r.destination.prefixlen > best.destination.prefixlen):
+            best = r
+    return best
+
+
+def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record]) -> Analysis:
+    res = Analysis()
+    ours = {r.destination: r for r in records}
+    routes = _relevant(table)
+    default_gws = [r.gateway for r in routes if r.is_default and r.gateway is not None]
+    seen: set[IPv4Network] = set()
+    for w in wanted:
+        if w.destination in seen:
+            continue
+        seen.add(w.destination)
+        if w.gateway in w.destination:
+            res.conflicts.append((f"{w.destination} contains its own gateway {w.gateway}",
+                                  "route the container subnet via the VM's address on the vmnet"))
+            continue
+        exact = [r for r in routes if r.destination == w.destination]
+        rec = ours.get(w.destination)
+        clash = False
+        same = False
+        replace = False
+        for r in exact:
+            if r.kind == GATEWAY and r.gateway == w.gateway:
+                same = True
+            elif r.kind == GATEWAY and rec is not None and r.gateway == rec.gateway:
+                replace = True
+            else:
+                kind = "a directly connected network" if r.kind == LINK else "a route labctl did not make"
+                res.conflicts.append((
+                    f"{w.destination} is already routed: {r.describe()} ({kind}); "
+                    f"labctl will not change it",
+                    f"remove that route yourself if it is stale, or {fix_text(table)}"))
+                clash = True
+        if clash:
+            continue
+        for r in routes:
+            if r.destination == w.destination or r.is_default or not r.destination.overlaps(w.destination):
+                continue
+            if r.kind == LINK and not r.via_vpn:
+                res.conflicts.append((
+                    f"{w.destination} overlaps the host network {r.destination} on "
+                    f"{r.interface or '?'} ({r.describe()})", fix_text(table)))
+                clash = True
+            elif r.via_vpn and r.destination.prefixlen >= 8:
+                res.warnings.append(
+                    f"{w.destination} overlaps the VPN route {r.describe()}: addresses in both "
+                    f"go to the more specific route; fix: {fix_text(table)}")
+            elif r.kind == GATEWAY and r.destination.prefixlen > w.destination.prefixlen:
+                res.warnings.append(
+                    f"the route {r.describe()} (not labctl's) is more specific than "
+                    f"{w.destination}: those addresses will not reach the containers")
+        for gw in default_gws:
+            if gw in w.destination:
+                res.conflicts.append((f"{w.destination} contains the default gateway {gw}",
+                                      fix_text(table)))
+                clash = True
+        if clash:
+            continue
+        if same:
+            if rec is None:
+                res.foreign_present.append(w)
+                res.notes.append(f"{w.destination} via {w.gateway} already exists and was not made by "
+                                 "labctl: left alone (labctl will never remove it)")
+            else:
+                res.present.append(w)
+        elif replace:
+            res.ops.append(RouteOp("replace", w.destination, w.gateway, w.network))
+        else:
+            res.ops.append(RouteOp("add", w.destination, w.gateway, w.network))
+    if res.ops:
+        for gw in {op.gateway for op in res.ops}:
+            if gateway_link(table, gw) is None:
+                res.conflicts.append((
+                    f"gateway {gw} is not on any network this host is attached to",
+                    "start the VM and check the vmnet host adapter is up (labctl vmnet ls), "
+                    "or pass --via with the VM's address on the vmnet"))
+    return res
+
+
+def analyze_remove(records: list[Record], table: list[Route]) -> Analysis:
+    """Remove labctl's recorded routes; a route that changed hands is left and forgotten."""
+    res = Analysis()
+    routes = _relevant(table)
+    for rec in records:
+        exact = [r for r in routes if r.destination == rec.destination]
+        mine = [r for r in exact if r.kind == GATEWAY and r.gateway == rec.gateway]
+        if mine:
+            res.ops.append(RouteOp("delete", rec.destination, rec.gateway, rec.network))
+        elif exact:
+            res.notes.append(f"{rec.destination} now routes {exact[0].describe()}, which labctl did not "
+                             "make: left alone, record forgotten")
+        else:
+            res.notes.append(f"{rec.destination} via {rec.gateway} is already gone")
+    return res
+
+
+def route_state(rec: Record, table: list[Route], live_networks: set[IPv4Network] | None) -> str:
+    """present / missing / conflicting / stale (its Docker network is gone)."""
+    exact = [r for r in _relevant(table) if r.destination == rec.destination]
+    if live_networks is not None and rec.destination not in live_networks:
+        return "stale"
+    if any(r.kind == GATEWAY and r.gateway == rec.gateway for r in exact):
+        return "present"
+    if exact:
+        return "conflicting"
+    return "missing"

@@ -1,0 +1,124 @@
+"""Facts the route commands gather (engine networks, the gateway to use) and the plans they
+build from them.  Probes only read; the plans are applied by the command layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.errors import InvalidInput, LabctlError, PreconditionMissing
+from labctl.paths import Paths
+from labctl.routes import records as rec
+from labctl.routes.analysis import Wanted
+from labctl.routes.model import IPv4Address, IPv4Network, parse_gateway
+from labctl.runner import Runner
+
+
+@dataclass
+class EngineFacts:
+    version: str
+    networks: list[Any]  # engine.EngineNetwork
+    target: Any = None
+    client: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def subnets(self) -> set[IPv4Network]:
+        return {s for n in self.networks for s in n.subnets}
+
+
+def engine_facts(paths: Paths, machine: str | None, docker_host: str | None,
+                 runner: Runner | None = None) -> EngineFacts:
+    from labctl import engine
+
+    target = engine.resolve_target(paths, machine, docker_host, runner)
+    client = engine.connect(target)
+    version = engine.engine_version(client)
+    networks = engine.list_networks(client)
+    facts = EngineFacts(version, networks, target, client)
+    facts.notes.extend(reachability_notes(version, networks))
+    return facts
+
+
+def reachability_notes(version: str, networks: list[Any]) -> list[str]:
+    from labctl import engine
+
+    notes = []
+    for n in networks:
+        if engine.reachability(version, n) == "published-only":
+            notes.append(f"warning: Engine {version} drops routed traffic to unpublished ports on "
+                         f"network {n.name} ({', '.join(map(str, n.subnets))}): only published ports "
+                         f"are reachable there; fix: {engine.unprotect_advice(n)}")
+    return notes
+
+
+def wanted_from_networks(networks: list[Any], gateway: IPv4Address) -> list[Wanted]:
+    out = []
+    for n in networks:
+        for s in n.subnets:
+            out.append(Wanted(s, gateway, n.name))
+    return out
+
+
+def fixed_ip(paths: Paths, machine: str) -> str | None:
+    """The machine's fixed address: labctl's state, else its labctl reservation in the vmnet."""
+    from labctl import state as labstate
+
+    info = labstate.load(paths).get("machines", {}).get(machine) or {}
+    for key in ("fixed_ip", "ip"):
+        if isinstance(info, dict) and info.get(key):
+            return str(info[key])
+    try:
+        from labctl.vmware import lab
+
+        vmnet = lab.resolve_vmnet(paths, str(info["vmnet"]) if info.get("vmnet") else None)
+        _, conf = lab.read_dhcpd(paths, vmnet)
+        host = conf.host(machine)
+        if host is not None and host.managed and host.ip:
+            return host.ip
+    except (LabctlError, OSError, ValueError):
+        return None
+    return None
+
+
+def resolve_via(paths: Paths, machine: str | None, via: str | None, docker_host: str | None,
+                runner: Runner | None = None) -> IPv4Address:
+    """--via, else the machine's fixed IP (labctl reservation), else ``docker-machine ip``,
+    else the address in --docker-host / DOCKER_HOST."""
+    import os
+
+    if docker_host:
+        from labctl.engine import check_docker_host
+
+        check_docker_host(docker_host)
+    if via:
+        return parse_gateway(via)
+    if machine:
+        ip = fixed_ip(paths, machine)
+        if ip:
+            return parse_gateway(ip)
+        from labctl import engine
+
+        try:
+            return parse_gateway(engine.machine_ip(paths, machine, runner))
+        except PreconditionMissing:
+            if not docker_host:
+                raise
+    url = docker_host or os.environ.get("DOCKER_HOST")
+    if url:
+        from labctl.engine import EngineTarget
+
+        host = EngineTarget(url).host
+        if host:
+            return parse_gateway(host)
+    raise InvalidInput("no gateway: pass --via IP (the VM's address on the vmnet) or name the machine")
+
+
+def parse_subnets(values: list[str] | None) -> list[IPv4Network]:
+    from labctl.routes.model import parse_cidr
+
+    return [parse_cidr(v) for v in values or []]
+
+
+def records_for(paths: Paths, machine: str | None) -> list[rec.Record]:
+    return rec.for_machine(rec.load(paths), machine)

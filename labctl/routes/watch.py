@@ -1,0 +1,108 @@
+"""``labctl route watch``: follow the Engine's network create/destroy events and sync the
+routes on each; reconnect (and re-sync) after the engine restarts; Ctrl-C ends it cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from labctl.errors import LabctlError
+from labctl.paths import Paths
+
+EVENT_READ_TIMEOUT = 30.0
+
+
+def run_watch(machine: str | None, via: str | None, docker_host: str | None, retry: float,
+              make_plan: Callable[..., Any]) -> None:
+    from labctl import engine, ui
+    from labctl.commands.common import apply, changing
+    from labctl.routes import service
+
+    paths = Paths.detect()
+    guard = _Guard()
+    previous = {sig: signal.signal(sig, guard.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def sync(facts: service.EngineFacts) -> None:
+        # Ctrl-C waits until the batch and its records are done
+        with guard.critical(), changing(paths, False):
+            plan = make_plan(paths, machine, via, docker_host, False, facts)
+            plan.notes = [n for n in plan.notes if "nothing to do" not in n]
+            apply(plan, paths, False)
+
+    announced = False
+    lost = False
+    try:
+        while True:
+            try:
+                target = engine.resolve_target(paths, machine, docker_host)
+                client = engine.connect(target, timeout=EVENT_READ_TIMEOUT)
+                since = time.time()
+                facts = service.engine_facts(paths, machine, docker_host)
+                sync(facts)
+                if not announced:
+                    ui.info(f"watching network events at {target.url} (Ctrl-C to stop)")
+                    announced = True
+                elif lost:
+                    ui.info(f"reconnected to {target.url}")
+                lost = False
+                stream = engine.events(client, since=int(since))
+                try:  # the stream ends (StopIteration) on an idle timeout or a broken connection
+                    for event in stream:
+                        action = event.get("Action") or event.get("status")
+                        name = (event.get("Actor") or {}).get("Attributes", {}).get("name", "?")
+                        ui.info(f"network {name}: {action}")
+                        sync(service.engine_facts(paths, machine, docker_host))
+                finally:  # the stream ended: idle timeout, or the engine went away
+                    with contextlib.suppress(Exception):
+                        stream.close()
+                    with contextlib.suppress(Exception):
+                        client.close()
+            except LabctlError as exc:
+                lost = True
+                ui.info(f"labctl: {exc.message}; retrying in {retry:g} s")
+                time.sleep(retry)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # the event stream broke: engine restarted or idle timeout
+                lost = True
+                if not _idle_timeout(exc):
+                    ui.info(f"labctl: lost the engine ({type(exc).__name__}); reconnecting in {retry:g} s")
+                    time.sleep(retry)
+    except KeyboardInterrupt:
+        ui.info("stopped watching")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _idle_timeout(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return "timed out" in text or "Timeout" in text
+
+
+class _Guard:
+    """SIGINT/SIGTERM raise KeyboardInterrupt, except inside a sync: then they take effect
+    right after it (a batch of route changes is never cut between the kernel and the records)."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.pending = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.busy:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.pending:
+            raise KeyboardInterrupt
