@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-import socket
 import re
+import socket
 from dataclasses import dataclass
 from typing import NamedTuple
 
