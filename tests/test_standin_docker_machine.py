@@ -178,15 +178,25 @@ def _start_stub() -> None:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
+def _outside_tmp(path: str) -> str:
+    """Where ``path`` is seen once a fresh tmpfs hides /tmp (the checkout may live in /tmp)."""
+    return "/mnt/t" + path[len("/tmp"):] if path == "/tmp" or path.startswith("/tmp/") else path
+
+
 def run_group_inside(group: str, fixtures: str) -> None:
     _sh("mount", "--make-rprivate", "/")
+    # keep the old /tmp reachable at /mnt/t (a private tmpfs on /mnt), then hide it
+    _sh("mount", "-t", "tmpfs", "tmpfs", "/mnt")
+    os.makedirs("/mnt/t")
+    _sh("mount", "--rbind", "/tmp", "/mnt/t")
     _sh("mount", "-t", "tmpfs", "tmpfs", "/tmp")
+    fixtures = _outside_tmp(fixtures)
     _sh("ip", "link", "set", "lo", "up")
     if group == "reachable":
         _sh("ip", "addr", "add", "192.168.99.10/32", "dev", "lo")
     os.makedirs("/tmp/dm-home")
     base = {"MACHINE_STORAGE_PATH": "/tmp/dm-store", "HOME": "/tmp/dm-home", "SHELL": "/bin/bash",
-            "LANG": "C.UTF-8", "PATH": f"{STANDINS}:/usr/local/bin:/usr/bin:/bin"}
+            "LANG": "C.UTF-8", "PATH": f"{_outside_tmp(str(STANDINS))}:/usr/local/bin:/usr/bin:/bin"}
     results = []
     for name, argv, extra in GROUPS[group]:
         if name == "@stub":
