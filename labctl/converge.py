@@ -83,6 +83,10 @@ class Converger:
     say: Callable[[str], None] = print
     ip_timeout: float = IP_TIMEOUT
     changes: int = 0
+    # what this run has already learned about a machine (re-asking docker-machine costs a
+    # process each): the engine target ensure_routes resolved, its state
+    _targets: dict[str, Any] = field(default_factory=dict)
+    _states: dict[str, str] = field(default_factory=dict)  # read once; kept by create/stop/start
 
     # ---- applying -------------------------------------------------------------------------------
     def do(self, plan: Plan) -> None:
@@ -131,6 +135,35 @@ class Converger:
                 if v is not None and v.network != m.subnet:
                     raise Conflict(f"vmnet{m.vmnet} is {v.network}, not {m.subnet}",
                                    f"leave out --subnet, or pick another vmnet for {m.name}")
+        for m in spec.machines:
+            self._check_writable(m, nf)
+
+    def _check_writable(self, m: MachineSpec, nf: Any) -> None:
+        """The files this machine's run will edit must be writable now (a read-only mount or
+        an immutable file found half-way would leave a machine without its reservation)."""
+        number: int | None
+        if m.nic == "dedicated":
+            number = m.vmnet
+            if number is None:
+                st = labstate.load(self.paths)
+                rec = st.get("machines", {}).get(m.name) or {}
+                number = rec.get("vmnet") if rec.get("nic") == "dedicated" else None
+                if number is None and str(st.get("default_vmnet")) in st.get("vmnets", {}):
+                    number = int(st["default_vmnet"])
+        else:
+            number = 8
+            if self.dm.exists(m.name):
+                with contextlib.suppress(LabctlError):
+                    number = self.existing_nic(m)[1]
+        files = [self.paths.dhcpd_conf(int(number))] if number is not None and nf.get(number) else []
+        if number is None or nf.get(number) is None:
+            files.append(self.paths.networking)  # a vmnet will be added
+        if is_root():  # otherwise sudo writes them; access() would only speak for this user
+            for path in files:
+                if path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+                    raise PreconditionMissing(
+                        f"{path} is not writable (read-only mount or immutable file); nothing was changed",
+                        f"make it writable (e.g. chattr -i {path}), then run labctl up again")
 
     def needs_root(self, spec: LabSpec) -> bool:
         """Whether this run will change anything only root may change (asked once, up front)."""
@@ -150,13 +183,17 @@ class Converger:
         """Existing machines keep the bip/pool they were created with; new ones get blocks that
         overlap nothing on this desktop (host networks, VPN routes, other machines)."""
         from labctl.labspec import allocate_engines, engine_nets_from_flags
+        from labctl.routes import records as rroutes
         from labctl.routes.tables import read_table
         from labctl.vmware import facts
 
         avoid: list[Any] = [net for _, net in facts.host_networks()]
+        # labctl's own routes lead to machines' engines (whose blocks come from their
+        # config below): they are not VPN or host routes to keep clear of
+        own = {r.destination for r in rroutes.load(self.paths)}
         with contextlib.suppress(LabctlError):
-            avoid += [r.destination for r in read_table(self.paths, self.runner)
-                      if r.destination.prefixlen > 0]
+            avoid += [r.destination for r in read_table(self.paths, self.runner, quick=True)
+                      if r.destination.prefixlen > 0 and r.destination not in own]
         existing: dict[str, EngineNets] = {}
         for name in self.dm.names():
             try:
@@ -232,7 +269,9 @@ class Converger:
             try:
                 self.dm.create(m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
                                engine_opts=nets.engine_opts())
+                self._states[m.name] = "Running"  # docker-machine create leaves it running
             except LabctlError:
+                self._states.pop(m.name, None)
                 if self.dm.exists(m.name):
                     with contextlib.suppress(LabctlError):
                         self.dm.rm(m.name, force=True, missing_ok=True)
@@ -256,7 +295,10 @@ class Converger:
         return labstate.update_step(self.paths, f"record {name} in labctl's state", mutate)
 
     def machine_state(self, name: str) -> str:
-        return self.dm.status(name)
+        """docker-machine status, unless this run just created, stopped or started it."""
+        if name not in self._states:
+            self._states[name] = self.dm.status(name)
+        return self._states[name]
 
     def read_vmx(self, name: str) -> tuple[Path, bytes, Vmx]:
         path = self.dm.vmx_path(name)
@@ -280,8 +322,11 @@ class Converger:
         stopped = False
         plan = Plan(f"dedicated NIC for {m.name}")
         if self.dry_run or self.machine_state(m.name) == "Running":
-            plan.add(Step(f"stop {m.name} so its .vmx can be edited",
-                          lambda ctx: self.dm.stop(m.name),
+            def stop(ctx: Any) -> None:
+                self.dm.stop(m.name)
+                self._states[m.name] = "Stopped"
+
+            plan.add(Step(f"stop {m.name} so its .vmx can be edited", stop,
                           shown=[_cmd(self.dm, "stop", m.name)]))
             stopped = True
         plan.add(WriteFile(path, old, new, privileged=False,
@@ -314,6 +359,9 @@ class Converger:
         want = str(m.ip) if m.ip is not None else None
         plan, ip = vlab.plan_reserve(self.paths, vlab.ReservationRequest(m.name, mac, want, vmnet))
         self.do(plan)
+        if not self.dry_run:
+            # recorded at once: should a later step fail, `down` finds the reservation to undo
+            self._record_if_changed(m.name, {"vmnet": vmnet, "mac": mac, "ip": ip, "nic": m.nic})
         return ip
 
     def guest_has(self, name: str, ip: str) -> bool:
@@ -346,9 +394,11 @@ class Converger:
             return
         self.changes += 1
         with self._progress(f"{'restart' if state == 'Running' else 'start'} {m.name} and wait for {ip}"):
+            self._states.pop(m.name, None)
             if state == "Running":
                 self.dm.stop(m.name)
             self.dm.start(m.name)
+            self._states[m.name] = "Running"
             self.wait_for_ip(m.name, ip)
 
     def _progress(self, description: str) -> Any:
@@ -367,6 +417,7 @@ class Converger:
             self.say(f"then: add routes via {gateway} to every network of {m.name}'s engine")
             return []
         facts = service.engine_facts(self.paths, m.name, None, self.runner)
+        self._targets[m.name] = facts.target
         for note in facts.notes:
             self.say(note)
         wanted = service.wanted_from_networks(facts.networks, parse_gateway(gateway))
@@ -382,7 +433,14 @@ class Converger:
         if self.dry_run and not self.dm.exists(name):
             self.say(f"then: create docker context {name}")
             return name
-        config = self.dm.config(name)
+        target = self._targets.get(name)
+        if target is not None and target.ca and target.cert and target.key:
+            from labctl.machine import MachineConfig
+
+            config = MachineConfig(host=target.url, tlscacert=str(target.ca), tlscert=str(target.cert),
+                                   tlskey=str(target.key))
+        else:
+            config = self.dm.config(name)
         try:
             current = self.runner.run(["docker", "context", "inspect", name, "--format",
                                        "{{.Endpoints.docker.Host}}"], timeout=20, check=False)
@@ -439,8 +497,10 @@ class Converger:
                 return report
             if not self.dry_run and self.machine_state(m.name) != "Running":
                 self.dm.start(m.name)
+                self._states[m.name] = "Running"
             mac, vmnet = self.existing_nic(m)
-            old_ip = None if self.dry_run else self._quiet_ip(m.name)
+            # the address docker-machine last saw (its certificates' address), from the store
+            old_ip = None if self.dry_run else (self._stored_ip(m.name) or self._quiet_ip(m.name))
             ip = self.ensure_reservation(m, vmnet, mac)
             moved = old_ip is not None and old_ip != ip
             self.ensure_running_with_ip(m, ip, restart=moved)
@@ -464,10 +524,25 @@ class Converger:
             else:
                 self.do(plan)
         if not self.dry_run:
+            target = self._targets.get(m.name)
             report.state = self.machine_state(m.name)
-            report.machine_ip = self._quiet_ip(m.name)
+            report.machine_ip = (target.host if target is not None and target.host
+                                 else self._quiet_ip(m.name))
         report.changes = self.changes - before
         return report
+
+    def _record_if_changed(self, name: str, values: dict[str, Any]) -> None:
+        have = labstate.load(self.paths).get("machines", {}).get(name, {})
+        if any(have.get(k) != v for k, v in values.items()):
+            plan = Plan(f"record {name}")
+            plan.add(self._record_step(name, values))
+            self.do(plan)
+
+    def _stored_ip(self, name: str) -> str | None:
+        try:
+            return self.dm.read_config(name).ip_address or None
+        except LabctlError:
+            return None
 
     def _quiet_ip(self, name: str) -> str | None:
         try:
@@ -538,7 +613,7 @@ class Converger:
                     plan.add(Step(f"start {name} again", lambda ctx: self.dm.start(name),
                                   shown=[_cmd(self.dm, "start", name)]))
                 self.do(plan)
-        if not keep_vm and exists and rec.get("created_by_labctl", True):
+        if not keep_vm and exists and rec.get("created_by_labctl", False):
             plan = Plan(f"remove machine {name}")
             plan.add(Step(f"remove the docker-machine {name} and its VM",
                           lambda ctx: self.dm.rm(name, force=True, missing_ok=True),

@@ -17,7 +17,7 @@ from typing import Any
 
 from labctl import fileops
 from labctl.errors import LabctlError
-from labctl.runner import Runner, display, is_root
+from labctl.runner import Runner, audit, display, is_root
 
 Validator = Callable[[bytes], None]
 
@@ -204,6 +204,8 @@ class ExecContext:
     notices: list[str] = field(default_factory=list)  # said to the user after the plan ran
 
     def write(self, path: Path, data: bytes, *, privileged: bool, mode: int = 0o644) -> None:
+        if privileged and is_root():
+            audit(["write", str(path)])
         if privileged and not is_root():
             self.runner.run(
                 [sys.executable, "-m", "labctl.fileops", "write", str(path), str(self.backup_dir)],
@@ -211,12 +213,19 @@ class ExecContext:
                 input=data,
             )
         else:
-            fileops.backup(path, self.backup_dir)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fileops.atomic_write(path, data, default_mode=mode)
+            try:
+                fileops.backup(path, self.backup_dir)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fileops.atomic_write(path, data, default_mode=mode)
+            except OSError as exc:
+                raise LabctlError(f"cannot write {path}: {exc.strerror or exc}",
+                                  "make it writable (read-only mount? chattr +i?) and run the "
+                                  "command again") from exc
         self.written.append(path)
 
     def delete(self, path: Path, *, privileged: bool) -> None:
+        if privileged and is_root():
+            audit(["delete", str(path)])
         if privileged and not is_root():
             self.runner.run(
                 [sys.executable, "-m", "labctl.fileops", "delete", str(path), str(self.backup_dir)],

@@ -111,13 +111,7 @@ class Runner:
             kwargs["_env"] = {**os.environ, **env}
         try:
             proc = sh.Command(full[0])(*full[1:], **kwargs)
-            try:
-                proc.wait(timeout=limit)
-                proc.process.wait()  # join sh's output readers, so stdout/stderr are complete
-            except sh.TimeoutException:
-                with contextlib.suppress(OSError):
-                    proc.kill_group()
-                raise
+            _wait(proc, limit, full)
         except sh.CommandNotFound as exc:
             raise PreconditionMissing(
                 f"{argv[0]} not found", f"install it or check your PATH ({shlex.join(argv)})"
@@ -149,6 +143,37 @@ class Runner:
                 stderr=result.stderr,
             )
         return result
+
+
+def _wait(proc: Any, limit: float, full: list[str]) -> None:
+    """Block until the command ends (sh's output readers joined, so stdout/stderr are
+    complete); at ``limit`` kill its process group and raise sh's TimeoutException.  sh's own
+    ``wait(timeout=)`` polls every 100 ms, which rounds every command up to the next tenth of
+    a second; a timer thread cancelled at exit costs nothing measurable."""
+    import threading
+
+    import sh
+
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        with contextlib.suppress(OSError):
+            proc.kill_group()
+
+    timer = threading.Timer(limit, on_timeout)
+    timer.daemon = True
+    timer.start()
+    try:
+        proc.wait()
+        proc.process.wait()
+    except sh.ErrorReturnCode:  # killed by a signal (ours on a timeout, or someone else's)
+        if not timed_out.is_set():
+            raise
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise sh.TimeoutException(None, shlex.join(full))
 
 
 def audit(argv: Sequence[str]) -> None:
