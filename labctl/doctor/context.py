@@ -236,7 +236,13 @@ class Context:
 
     @probe
     def which(self, name: str) -> str | None:
-        return shutil.which(name, path=self.env.get("PATH"))
+        found = shutil.which(name, path=self.env.get("PATH"))
+        if found is None and self.paths.rooted:  # under LABCTL_ROOT: where installers put it
+            for d in ("/usr/local/bin", "/usr/bin"):
+                cand = self.paths.host(d) / name
+                if os.access(cand, os.X_OK):
+                    return str(cand)
+        return found
 
     @probe
     def run(self, *argv: str) -> CommandAnswer:

@@ -120,6 +120,9 @@ class LabWorld:
                         8: ipaddress.IPv4Network(f"192.168.{self.third + 1}.0/24")}
         etc = self.root / "etc" / "vmware"
         etc.mkdir(parents=True)
+        # what an installed Workstation leaves behind, so doctor's host checks see one
+        (self.root / "usr/lib/vmware").mkdir(parents=True)
+        (etc / "config").write_text('product.version = "17.5.0"\n')
         (etc / "networking").write_text(networking_text({1: (self.subnets[1], False),
                                                         8: (self.subnets[8], True)}))
         standin = self.root / ".standin"
