@@ -82,6 +82,7 @@ class Converger:
     progress: Progress | None = None
     say: Callable[[str], None] = print
     ip_timeout: float = IP_TIMEOUT
+    persist: bool = False  # up --persist: a boot unit re-applies the routes
     changes: int = 0
     # what this run has already learned about a machine (re-asking docker-machine costs a
     # process each): the engine target ensure_routes resolved, its state
@@ -428,6 +429,15 @@ class Converger:
         self.do(plan)
         return [f"{w.destination} via {w.gateway}" for w in wanted]
 
+    def ensure_persist(self, name: str, gateway: str, vmnet: int) -> None:
+        """The launchd daemon / systemd unit that re-applies the routes at boot and whenever the
+        vmnet interface comes up (``labctl route persist``); ``down`` removes it."""
+        from labctl.routes.persist import plan_persist
+
+        plan = plan_persist(self.paths, name, gateway, f"vmnet{vmnet}")
+        plan.notes = []
+        self.do(plan)
+
     def ensure_context(self, name: str) -> str | None:
         """A docker context named after the machine, pointing at its engine with its TLS files."""
         if self.dry_run and not self.dm.exists(name):
@@ -510,6 +520,8 @@ class Converger:
                 self.changes += 1
         report.vmnet, report.mac, report.fixed_ip = vmnet, mac, ip
         report.routes = self.ensure_routes(m, ip)
+        if self.persist:
+            self.ensure_persist(m.name, ip, vmnet)
         report.context = self.ensure_context(m.name)
         record = {"vmnet": vmnet, "mac": mac, "ip": ip, "nic": m.nic,
                   "vmx": str(self.dm.vmx_path(m.name)), "driver": m.driver,

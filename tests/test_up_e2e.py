@@ -165,11 +165,15 @@ def test_keep_vm_restores_vmx(world):
     before = snapshot(world)
     vmx_before = vmx.read_bytes()
 
-    up = world.labctl("up", name, "--yes")
+    up = world.labctl("up", name, "--yes", "--persist")
     assert up.returncode == 0, up.stderr
     assert b"ethernet1.address" in vmx.read_bytes()
+    unit = world.root / f"etc/systemd/system/labctl-routes-{name}.service"
+    assert unit.is_file() and f"route sync {name}" in unit.read_text()
+    assert "enable --now --no-block" in (world.root / ".standin/systemctl.log").read_text()
     down = world.labctl("down", name, "--keep-vm")
     assert down.returncode == 0, down.stderr
+    assert not unit.exists(), "down left the boot unit behind"
     assert vmx.read_bytes() == vmx_before
     assert world.machines() == [name], "--keep-vm removed the VM"
     after = snapshot(world)

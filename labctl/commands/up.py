@@ -9,7 +9,7 @@ import typer
 NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).")
 
 
-def _converger(dry_run: bool):
+def _converger(dry_run: bool, persist: bool = False):
     from labctl import ui
     from labctl.converge import Converger
     from labctl.machine import DockerMachine
@@ -19,7 +19,7 @@ def _converger(dry_run: bool):
     paths = Paths.detect()
     runner = Runner()
     return paths, Converger(paths, runner, DockerMachine.detect(runner, paths), dry_run=dry_run,
-                            progress=ui.step, say=ui.info)
+                            progress=ui.step, say=ui.info, persist=persist)
 
 
 def up(
@@ -33,6 +33,8 @@ def up(
     subnet: str = typer.Option(None, "--subnet", help="Subnet of a vmnet labctl creates."),
     ip: str = typer.Option(None, "--ip", help="The VM's fixed address, or 'auto'."),
     nic: str = typer.Option(None, "--nic", help="dedicated (a second NIC, default) or existing."),
+    persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
+                                 "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before restarting VMware networking."),
     json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -47,12 +49,14 @@ def up(
 
       labctl up lab --nic existing --dry-run
 
+      labctl up --persist
+
       labctl up --config lab.toml
     """
     from labctl import labspec, ui
     from labctl.commands.common import changing
 
-    paths, conv = _converger(dry_run)
+    paths, conv = _converger(dry_run, persist)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic)):
             from labctl.errors import InvalidInput

@@ -149,6 +149,10 @@ class LabWorld:
             dest = self.root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.symlink_to(target)
+        systemctl = self.root / "bin/systemctl"  # boot units are written, never loaded, here
+        systemctl.parent.mkdir(parents=True, exist_ok=True)
+        systemctl.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/../.standin/systemctl.log"\n')
+        systemctl.chmod(0o755)
         plugin = self.root / "usr/local/bin/docker-machine-driver-vmware"
         plugin.write_text("#!/bin/sh\n# lab stand-in: the vmware driver is built into the "
                           "docker-machine stand-in\necho 'This is a Docker Machine plugin binary.'\n")
