@@ -369,7 +369,14 @@ class DockerMachine:
     def run(self, *args: str, timeout: float = TIMEOUT_SHORT, name: str | None = None,
             env: dict[str, str] | None = None) -> Result:
         argv = [self.binary, *args]
-        result = self.runner.run(argv, timeout=timeout, check=False, env={**self._env(), **(env or {})})
+        try:
+            result = self.runner.run(argv, timeout=timeout, check=False,
+                                     env={**self._env(), **(env or {})})
+        except PreconditionMissing as exc:
+            raise PreconditionMissing(
+                f"docker-machine is not installed ({self.binary} not found)",
+                "install docker-machine 0.16.2 from https://github.com/docker/machine/releases "
+                "onto your PATH") from exc
         if not result.ok:
             raise classify(argv, result, name=name)
         return result

@@ -93,3 +93,19 @@ def test_heavy_modules_stay_unloaded_for_help_and_ls(fusion_root):
         r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
         assert "LOADED []" in r.stderr, (args, r.stderr)
+
+
+def test_up_without_docker_machine_is_a_precondition(fusion_root):
+    r = labctl("up", "lab", "--dry-run", env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.startswith("labctl: error: docker-machine is not installed")
+    assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["up", "a;b"], ["up", "lab", "--nic", "weird"],
+                                  ["up", "lab", "--ip", "1.2.3"], ["down", "nope"],
+                                  ["up", "--config", "/nonexistent/lab.toml"]])
+def test_up_down_bad_input_exits_2(fusion_root, args):
+    r = labctl(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("labctl: error:") and r.stderr.count("\n") == 1
