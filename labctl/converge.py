@@ -81,6 +81,7 @@ class Converger:
     dry_run: bool = False
     progress: Progress | None = None
     say: Callable[[str], None] = print
+    show_plan: Callable[[str], None] = print  # where --dry-run prints the plans (stdout)
     ip_timeout: float = IP_TIMEOUT
     persist: bool = False  # up --persist: a boot unit re-applies the routes
     changes: int = 0
@@ -96,7 +97,7 @@ class Converger:
             return
         self.changes += len(plan.changes)
         if self.dry_run:
-            self.say(plan.render().rstrip("\n"))
+            self.show_plan(plan.render().rstrip("\n"))
             return
 
         def progress(change: Any) -> Any:
@@ -388,7 +389,7 @@ class Converger:
         """Start the VM (or restart it so DHCP hands out the reservation) and verify the IP."""
         if self.dry_run:
             if restart:
-                self.say(f"then: start {m.name} and wait until it holds {ip}")
+                self.show_plan(f"then: start {m.name} and wait until it holds {ip}")
             return
         state = self.machine_state(m.name)
         if state == "Running" and not restart and self.guest_has(m.name, ip):
@@ -415,7 +416,7 @@ class Converger:
         from labctl.routes.tables import read_table
 
         if self.dry_run and not self.dm.exists(m.name):
-            self.say(f"then: add routes via {gateway} to every network of {m.name}'s engine")
+            self.show_plan(f"then: add routes via {gateway} to every network of {m.name}'s engine")
             return []
         facts = service.engine_facts(self.paths, m.name, None, self.runner)
         self._targets[m.name] = facts.target
@@ -441,7 +442,7 @@ class Converger:
     def ensure_context(self, name: str) -> str | None:
         """A docker context named after the machine, pointing at its engine with its TLS files."""
         if self.dry_run and not self.dm.exists(name):
-            self.say(f"then: create docker context {name}")
+            self.show_plan(f"then: create docker context {name}")
             return name
         target = self._targets.get(name)
         if target is not None and target.ca and target.cert and target.key:
@@ -490,8 +491,8 @@ class Converger:
             vmnet = self.ensure_vmnet(m)
             created = self.ensure_machine(m, nets)
             if self.dry_run and created:
-                self.say(f"then: add ethernet1 on vmnet{vmnet} to {m.name}'s .vmx (VM stopped), reserve "
-                         "its MAC, start it, add routes and a docker context")
+                self.show_plan(f"then: add ethernet1 on vmnet{vmnet} to {m.name}'s .vmx (VM stopped), "
+                               "reserve its MAC, start it, add routes and a docker context")
                 report.vmnet = vmnet
                 report.changes = self.changes - before
                 return report
@@ -501,8 +502,9 @@ class Converger:
         else:
             created = self.ensure_machine(m, nets)
             if self.dry_run and created:
-                self.say(f"then: reserve {m.name}'s ethernet0 MAC on its vmnet, restart it, regenerate "
-                         "its certificates if its address changed, add routes and a docker context")
+                self.show_plan(f"then: reserve {m.name}'s ethernet0 MAC on its vmnet, restart it, "
+                               "regenerate its certificates if its address changed, add routes and a "
+                               "docker context")
                 report.changes = self.changes - before
                 return report
             if not self.dry_run and self.machine_state(m.name) != "Running":
@@ -575,7 +577,7 @@ class Converger:
         reports = []
         for name in names:
             reports.append(self.down_one(name, machines[name], keep_vm))
-        self.remove_unused_vmnets()
+        self.remove_unused_vmnets(leaving=names)
         return reports
 
     def down_one(self, name: str, rec: dict[str, Any], keep_vm: bool) -> Report:
@@ -655,13 +657,15 @@ class Converger:
                      description=f"remove docker context {name}"))
         self.do(plan)
 
-    def remove_unused_vmnets(self) -> None:
+    def remove_unused_vmnets(self, leaving: list[str] | None = None) -> None:
         """A vmnet labctl created goes when no lab machine uses it any more."""
         from labctl.plan import Run
         from labctl.vmware import facts, tools
 
         st = labstate.load(self.paths)
-        used = {int(r["vmnet"]) for r in st.get("machines", {}).values() if r.get("vmnet") is not None}
+        gone = set(leaving or [])  # a dry run has not forgotten them yet
+        used = {int(r["vmnet"]) for name, r in st.get("machines", {}).items()
+                if r.get("vmnet") is not None and name not in gone}
         for key, info in sorted(st.get("vmnets", {}).items()):
             n = int(key)
             if n in used or not info.get("created"):
@@ -672,7 +676,8 @@ class Converger:
             except LabctlError:
                 conf = None
                 old, nf = facts.read_networking(self.paths)
-            if conf is not None and any(not h.protected for h in conf.hosts):
+            if conf is not None and any(not h.protected and not (h.managed and h.name in gone)
+                                        for h in conf.hosts):
                 self.say(f"note: vmnet{n} still has reservations; labctl keeps it")
                 continue
             nf.remove_vmnet(n)

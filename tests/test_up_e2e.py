@@ -151,6 +151,16 @@ def test_up_reachable_noop_down(world, nic):
     st = json.loads(status.stdout)["machines"][0]
     assert st["state"] == "Running" and st["fixed_ip"] == rec["ip"] and st["context"] == name
 
+    # a dry run shows every step of down and changes nothing
+    routes, state, audit = world.routes(), world.state(), len(world.audit())
+    dry = world.labctl("down", name, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "Plan: remove lab" not in dry.stdout and f"remove machine {name}" in dry.stdout
+    assert f"release {name} on vmnet{rec['vmnet']}" in dry.stdout
+    if nic == "dedicated":
+        assert f"Plan: remove vmnet{rec['vmnet']}" in dry.stdout
+    assert (world.routes(), world.state(), len(world.audit())) == (routes, state, audit)
+
     down = world.labctl("down", name)
     assert down.returncode == 0, down.stderr
     assert_clean(world, before)

@@ -9,7 +9,7 @@ import typer
 NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).")
 
 
-def _converger(dry_run: bool, persist: bool = False):
+def _converger(dry_run: bool, persist: bool = False, json_out: bool = False):
     from labctl import ui
     from labctl.converge import Converger
     from labctl.machine import DockerMachine
@@ -19,7 +19,8 @@ def _converger(dry_run: bool, persist: bool = False):
     paths = Paths.detect()
     runner = Runner()
     return paths, Converger(paths, runner, DockerMachine.detect(runner, paths), dry_run=dry_run,
-                            progress=ui.step, say=ui.info, persist=persist)
+                            progress=ui.step, say=ui.info, persist=persist,
+                            show_plan=ui.info if json_out else ui.plain)
 
 
 def up(
@@ -56,7 +57,7 @@ def up(
     from labctl import labspec, ui
     from labctl.commands.common import changing
 
-    paths, conv = _converger(dry_run, persist)
+    paths, conv = _converger(dry_run, persist, json)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic)):
             from labctl.errors import InvalidInput
