@@ -169,8 +169,10 @@ class DockerEngine:
 
     def _launch(self, timeout: float) -> None:
         with open(self.log_path, "ab") as log:
+            # TMPDIR: containerd's stack dumps land in the engine's own dir, removed at teardown
             self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          env={**os.environ, "TMPDIR": str(self.log_path.parent)})
         self.lab._pids.append(self._proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

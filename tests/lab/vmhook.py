@@ -263,7 +263,7 @@ class VM:
                 *self.engine_flags()]
         log = open(self.run_dir / "dockerd.log", "ab")  # noqa: SIM115 (the daemon keeps it)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "TMPDIR": str(self.run_dir)})
         log.close()
         deadline = time.monotonic() + DOCKERD_TIMEOUT
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
