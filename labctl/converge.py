@@ -574,13 +574,16 @@ class Converger:
         if unknown:
             raise InvalidInput(f"labctl has no lab machine named {', '.join(unknown)}",
                                "labctl status lists the machines labctl set up")
+        # a vmnet that goes away anyway is restarted once, when it goes, not per release
+        doomed = self._removable_vmnets(names, quiet=True)
         reports = []
         for name in names:
-            reports.append(self.down_one(name, machines[name], keep_vm))
+            reports.append(self.down_one(name, machines[name], keep_vm, no_restart=doomed))
         self.remove_unused_vmnets(leaving=names)
         return reports
 
-    def down_one(self, name: str, rec: dict[str, Any], keep_vm: bool) -> Report:
+    def down_one(self, name: str, rec: dict[str, Any], keep_vm: bool,
+                 no_restart: set[int] | None = None) -> Report:
         from labctl.routes import records as rroutes
         from labctl.routes.planner import plan_remove
         from labctl.routes.tables import read_table
@@ -605,7 +608,11 @@ class Converger:
         # reservation
         if rec.get("vmnet") is not None:
             try:
-                self.do(vlab.plan_release(self.paths, name, int(rec["vmnet"])))
+                vmnet = int(rec["vmnet"])
+                plan = vlab.plan_release(self.paths, name, vmnet,
+                                         restart=vmnet not in (no_restart or set()))
+                plan.after = [a for a in plan.after if "not restarted" not in a]
+                self.do(plan)
             except LabctlError as exc:
                 self.say(f"note: reservation for {name} not released: {exc.message}")
         exists = self.dm.exists(name)
@@ -657,29 +664,39 @@ class Converger:
                      description=f"remove docker context {name}"))
         self.do(plan)
 
+    def _removable_vmnets(self, leaving: list[str], quiet: bool = False) -> set[int]:
+        """vmnets labctl created that no remaining machine uses and that hold no reservation
+        but those of the machines going away."""
+        from labctl.vmware import facts
+
+        st = labstate.load(self.paths)
+        gone = set(leaving)
+        used = {int(r["vmnet"]) for name, r in st.get("machines", {}).items()
+                if r.get("vmnet") is not None and name not in gone}
+        out = set()
+        for key, info in st.get("vmnets", {}).items():
+            n = int(key)
+            if n in used or not info.get("created"):
+                continue
+            try:
+                _, conf = facts.read_dhcpd(self.paths, n)
+            except LabctlError:
+                conf = None
+            if conf is not None and any(not h.protected and not (h.managed and h.name in gone)
+                                        for h in conf.hosts):
+                if not quiet:
+                    self.say(f"note: vmnet{n} still has other reservations; labctl keeps it")
+                continue
+            out.add(n)
+        return out
+
     def remove_unused_vmnets(self, leaving: list[str] | None = None) -> None:
         """A vmnet labctl created goes when no lab machine uses it any more."""
         from labctl.plan import Run
         from labctl.vmware import facts, tools
 
-        st = labstate.load(self.paths)
-        gone = set(leaving or [])  # a dry run has not forgotten them yet
-        used = {int(r["vmnet"]) for name, r in st.get("machines", {}).items()
-                if r.get("vmnet") is not None and name not in gone}
-        for key, info in sorted(st.get("vmnets", {}).items()):
-            n = int(key)
-            if n in used or not info.get("created"):
-                continue
-            try:
-                old, nf = facts.read_networking(self.paths)
-                _, conf = facts.read_dhcpd(self.paths, n)
-            except LabctlError:
-                conf = None
-                old, nf = facts.read_networking(self.paths)
-            if conf is not None and any(not h.protected and not (h.managed and h.name in gone)
-                                        for h in conf.hosts):
-                self.say(f"note: vmnet{n} still has reservations; labctl keeps it")
-                continue
+        for n in sorted(self._removable_vmnets(leaving or [])):
+            old, nf = facts.read_networking(self.paths)
             nf.remove_vmnet(n)
             plan = Plan(f"remove vmnet{n}")
             plan.add(WriteFile(self.paths.networking, old, nf.dump(),

@@ -161,8 +161,11 @@ def test_up_reachable_noop_down(world, nic):
         assert f"Plan: remove vmnet{rec['vmnet']}" in dry.stdout
     assert (world.routes(), world.state(), len(world.audit())) == (routes, state, audit)
 
+    restarts = len(world.network_calls())
     down = world.labctl("down", name)
     assert down.returncode == 0, down.stderr
+    stops = [c for c in world.network_calls()[restarts:] if "--stop" in c]
+    assert len(stops) == 1, f"down restarted VMware networking {len(stops)} times"
     assert_clean(world, before)
 
 
