@@ -84,6 +84,7 @@ class Converger:
     show_plan: Callable[[str], None] = print  # where --dry-run prints the plans (stdout)
     ip_timeout: float = IP_TIMEOUT
     persist: bool = False  # up --persist: a boot unit re-applies the routes
+    restart_pending: bool = False  # a new vmnet waits for the reservation's restart
     changes: int = 0
     # what this run has already learned about a machine (re-asking docker-machine costs a
     # process each): the engine target ensure_routes resolved, its state
@@ -239,8 +240,9 @@ class Converger:
                                "pick another with --vmnet, or --vmnet auto")
             return int(number)
         subnet = m.subnet or self._free_subnet(nf)
+        self.restart_pending = True  # once, after the reservation on it
         plan, created = vlab.plan_vmnet_create(
-            self.paths, f"vmnet{number}" if number is not None else "auto", str(subnet))
+            self.paths, f"vmnet{number}" if number is not None else "auto", str(subnet), restart=False)
         self.do(plan)
         return created
 
@@ -360,6 +362,9 @@ class Converger:
 
         want = str(m.ip) if m.ip is not None else None
         plan, ip = vlab.plan_reserve(self.paths, vlab.ReservationRequest(m.name, mac, want, vmnet))
+        if plan.empty and self.restart_pending:
+            vlab.add_restart(plan, self.paths, vmnet, True)
+        self.restart_pending = False
         self.do(plan)
         if not self.dry_run:
             # recorded at once: should a later step fail, `down` finds the reservation to undo

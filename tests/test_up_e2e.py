@@ -112,6 +112,7 @@ def hypervisor_seconds(debug_stderr: str) -> float:
 def test_up_reachable_noop_down(world, nic):
     name = f"e2e-{nic[:3]}"
     before = snapshot(world)
+    calls_before = len(world.network_calls())
 
     started = time.monotonic()
     up = world.labctl("--debug", "up", name, "--nic", nic, "--yes")
@@ -122,6 +123,8 @@ def test_up_reachable_noop_down(world, nic):
                   labctl_overhead=round(scratch - hyper, 3))
     rec = world.state()["machines"][name]
     assert rec["nic"] == nic and rec["ip"]
+    stops = [c for c in world.network_calls()[calls_before:] if "--stop" in c]
+    assert len(stops) == 1, f"up restarted VMware networking {len(stops)} times"
     if nic == "dedicated":
         assert rec["vmnet"] not in (1, 8) and rec["mac"].startswith("00:50:56:")
     else:

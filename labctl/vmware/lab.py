@@ -170,7 +170,10 @@ def pick_vmnet_number(net: NetworkingFile) -> int:
     raise Conflict("every custom vmnet (vmnet2-vmnet19) is in use")
 
 
-def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str) -> tuple[Plan, int]:
+def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
+                      restart: bool = True) -> tuple[Plan, int]:
+    """``restart=False`` leaves the networking restart to the caller (``up`` restarts once,
+    after the reservation on the new vmnet)."""
     from labctl.paths import parse_vmnet
 
     net = parse_subnet(subnet)
@@ -206,7 +209,8 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str) -> tuple
     configure = tools.configure_command(paths)
     if configure:
         plan.add(configure_step(paths, configure))
-    plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
+    if restart:
+        plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
 
     def record(state: dict) -> None:
         state["vmnets"][str(number)] = {"created": True, "subnet": str(net)}
