@@ -85,6 +85,7 @@ class Converger:
     ip_timeout: float = IP_TIMEOUT
     persist: bool = False  # up --persist: a boot unit re-applies the routes
     restart_pending: bool = False  # a new vmnet waits for the reservation's restart
+    confirm: Callable[[str], bool] | None = None  # asked before a networking restart (no --yes)
     changes: int = 0
     # what this run has already learned about a machine (re-asking docker-machine costs a
     # process each): the engine target ensure_routes resolved, its state
@@ -100,6 +101,11 @@ class Converger:
         if self.dry_run:
             self.show_plan(plan.render().rstrip("\n"))
             return
+        if self.confirm is not None and _restarts_networking(plan) and not self.confirm(
+                f"{plan.title}: this restarts {self.paths.product} networking, which briefly "
+                "disconnects every running VM. Continue?"):
+            raise LabctlError("stopped before restarting VMware networking; nothing of this step "
+                              "was changed", "run it again with --yes to skip the question")
 
         def progress(change: Any) -> Any:
             if self.progress is None:
@@ -769,3 +775,7 @@ def _cmd(dm: DockerMachine, *args: str) -> Any:
     from labctl.plan import Command
 
     return Command([str(dm.binary), *args])
+
+
+def _restarts_networking(plan: Plan) -> bool:
+    return any(c.argv[-1:] == ["--stop"] for change in plan.changes for c in change.commands())

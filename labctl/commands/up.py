@@ -23,6 +23,15 @@ def _converger(dry_run: bool, persist: bool = False, json_out: bool = False):
                             show_plan=ui.info if json_out else ui.plain)
 
 
+def _interactive() -> bool:
+    import sys
+
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def up(
     name: str = NAME,
     config: Path = typer.Option(None, "--config", help="A lab.toml describing several machines."),
@@ -58,6 +67,8 @@ def up(
     from labctl.commands.common import changing
 
     paths, conv = _converger(dry_run, persist, json)
+    if not yes and not dry_run and _interactive():
+        conv.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic)):
             from labctl.errors import InvalidInput
