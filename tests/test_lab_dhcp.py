@@ -34,6 +34,7 @@ from tests.lab.netns import (
     require_tools,
     standin_calls,
 )
+from tests.lab.world import networking_text
 
 MAC = "00:50:56:2a:bb:cc"
 FUSION_PREFS = "Library/Preferences/VMware Fusion"
@@ -96,20 +97,6 @@ class Vmnet:
 
     def in_dynamic_range(self, ip: str) -> bool:
         return self.dynamic[0] <= ipaddress.IPv4Address(ip) <= self.dynamic[1]
-
-
-def networking_text(vmnets: dict[int, tuple[str, bool]]) -> str:
-    """A networking file: {number: (subnet, nat)}."""
-    lines = ["VERSION=1,0"]
-    for n, (subnet, nat) in sorted(vmnets.items()):
-        net = ipaddress.IPv4Network(subnet)
-        lines += [f"answer VNET_{n}_DHCP yes",
-                  f"answer VNET_{n}_HOSTONLY_NETMASK {net.netmask}",
-                  f"answer VNET_{n}_HOSTONLY_SUBNET {net.network_address}"]
-        if nat:
-            lines.append(f"answer VNET_{n}_NAT yes")
-        lines.append(f"answer VNET_{n}_VIRTUAL_ADAPTER yes")
-    return "\n".join(lines) + "\n"
 
 
 def make_vmnet(root: Path, platform: str, layout: str) -> Vmnet:

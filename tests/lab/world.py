@@ -72,9 +72,11 @@ def require_world() -> None:
     pytest.skip(problem)
 
 
-def networking_text(vmnets: dict[int, tuple[ipaddress.IPv4Network, bool]]) -> str:
+def networking_text(vmnets: dict[int, tuple[ipaddress.IPv4Network | str, bool]]) -> str:
+    """A VMware networking file: {number: (subnet, nat)}."""
     lines = ["VERSION=1,0"]
-    for n, (net, nat) in sorted(vmnets.items()):
+    for n, (subnet, nat) in sorted(vmnets.items()):
+        net = ipaddress.IPv4Network(subnet)
         lines += [f"answer VNET_{n}_DHCP yes",
                   f"answer VNET_{n}_HOSTONLY_NETMASK {net.netmask}",
                   f"answer VNET_{n}_HOSTONLY_SUBNET {net.network_address}"]
