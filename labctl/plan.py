@@ -145,6 +145,7 @@ class Step(Change):
     fn: Callable[[ExecContext], object]
     privileged: bool = False
     shown: list[Command] = field(default_factory=list)
+    quiet: bool = False  # bookkeeping (labctl's own records): in --dry-run, not on the spinner
 
     def commands(self) -> list[Command]:
         return self.shown
@@ -244,7 +245,7 @@ def execute(plan: Plan, runner: Runner, backup_dir: Path,
     if plan.privileged:
         runner.ensure_privilege()
     for change in plan.changes:
-        if progress is not None:
+        if progress is not None and not getattr(change, "quiet", False):
             with progress(change):
                 change.apply(ctx)
         else:

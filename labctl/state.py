@@ -49,4 +49,4 @@ def update_step(paths: Paths, description: str, mutate: Callable[[dict[str, Any]
         mutate(state)
         ctx.write(state_path(paths), dump(state), privileged=True, mode=0o644)
 
-    return Step(description=description, fn=fn, privileged=True)
+    return Step(description=description, fn=fn, privileged=True, quiet=True)
