@@ -42,7 +42,6 @@ from labctl.plan import Plan, Step, WriteFile, execute
 from labctl.runner import Runner, is_root
 from labctl.vmware.vmx import Vmx
 
-DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.99.0/24")
 IP_TIMEOUT = float(os.environ.get("LABCTL_IP_TIMEOUT", "180"))
 
 
@@ -117,11 +116,6 @@ class Converger:
         ctx = execute(plan, self.runner, self.paths.backup_dir, progress=progress)
         for line in [*ctx.notices, *plan.after]:
             self.say(line)
-
-    def step(self, description: str, fn: Callable[[], Any], privileged: bool = False) -> None:
-        plan = Plan(description)
-        plan.add(Step(description, lambda ctx: fn(), privileged=privileged))
-        self.do(plan)
 
     # ---- preflight ------------------------------------------------------------------------------
     def preflight(self, spec: LabSpec) -> None:

@@ -130,13 +130,5 @@ class Paths:
         return self.host("/var/lib/labctl")
 
     @property
-    def lock_file(self) -> Path:
-        return self.state_dir / "labctl.lock"
-
-    @property
     def backup_dir(self) -> Path:
         return self.state_dir / "backups"
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / "labctl.log"

@@ -52,7 +52,6 @@ class Runner:
 
     default_timeout: float = DEFAULT_TIMEOUT
     history: list[Result] = field(default_factory=list)
-    privileged_runs: int = 0
     _sudo_ready: bool = False
 
     def ensure_privilege(self) -> None:
@@ -88,7 +87,6 @@ class Runner:
         argv = [str(a) for a in argv]
         full = list(argv)
         if sudo:
-            self.privileged_runs += 1
             audit(argv)
             if not is_root():
                 full = ["sudo", "-n", *argv]

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 from labctl.paths import Paths
-
-T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -44,8 +41,3 @@ def apply(plan, paths: Paths, dry_run: bool, *, json_out: bool = False,
     ctx = execute(plan, runner or Runner(), paths.backup_dir, progress=lambda c: ui.step(c.description))
     for line in [*ctx.notices, *plan.after]:
         ui.info(line)
-
-
-def planned(paths: Paths, dry_run: bool, make: Callable[[], T]) -> T:
-    with changing(paths, dry_run):
-        return make()

@@ -23,7 +23,6 @@ through labctl's own parsers (``labctl.vmware.*``).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import platform
 import plistlib
@@ -165,9 +164,6 @@ class Context:
         if entry.error is not None:
             raise entry.error
         return entry.value
-
-    def probes_run(self) -> list[tuple[Any, ...]]:
-        return list(self._memo)
 
     # ---- the host -----------------------------------------------------------------------------
     @property
@@ -458,10 +454,3 @@ class Context:
         from labctl.machine import default_driver
 
         return default_driver(self.platform)
-
-
-def in_subnet(ip: str, network: ipaddress.IPv4Network | None) -> bool:
-    try:
-        return network is not None and ipaddress.IPv4Address(ip) in network
-    except ValueError:
-        return False

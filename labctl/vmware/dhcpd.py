@@ -28,7 +28,6 @@ from labctl.errors import Conflict, InvalidInput, MalformedFile
 from labctl.vmware.text import decode, encode
 
 END_MARKER = 'End of "DO NOT MODIFY SECTION"'
-START_MARKER = 'Start of "DO NOT MODIFY SECTION"'
 BEGIN_TAG = "# labctl: begin reservation "
 END_TAG = "# labctl: end reservation "
 
@@ -95,9 +94,6 @@ class Node:
         m = _FIRST.match(self._masked, self._ws, self._we)
         return m.start(1) if m else self._we
 
-    def first_word_is(self, word: str) -> bool:
-        m = _FIRST.match(self._masked, self._ws, self._we)
-        return m is not None and m.group(1) == word
 
 
 class Host(NamedTuple):

@@ -81,16 +81,6 @@ class Vmx:
         if i is not None:
             del self.lines[i]
 
-    def remove_prefix(self, prefix: str) -> None:
-        p = prefix.lower()
-        keep = []
-        for line in self.lines:
-            m = _LINE.match(line.rstrip("\r\n"))
-            if m and m.group(1).lower().startswith(p):
-                continue
-            keep.append(line)
-        self.lines = keep
-
     def nics(self) -> list[Nic]:
         indexes = sorted({int(m.group(1)) for k in self._index()
                           if (m := re.match(r"^ethernet(\d+)\.", k))})
