@@ -50,7 +50,11 @@ def parse_machine_config(text: str, machine: str = "") -> EngineTarget:
     """``docker-machine config NAME`` output (parsed by labctl.machine) as an EngineTarget."""
     from labctl.machine import parse_config
 
-    cfg = parse_config(text)
+    return _target(parse_config(text), machine)
+
+
+def _target(cfg: Any, machine: str) -> EngineTarget:
+    """A labctl.machine.MachineConfig as an EngineTarget."""
     return EngineTarget(cfg.host, Path(cfg.tlscacert), Path(cfg.tlscert), Path(cfg.tlskey), machine)
 
 
@@ -87,7 +91,7 @@ def target_for_machine(paths: Paths, machine: str, runner: Runner | None = None)
         if not Path(dm.binary).exists() and not shutil.which(dm.binary):
             return target_from_store(machine, dm.store)
         raise
-    return EngineTarget(cfg.host, Path(cfg.tlscacert), Path(cfg.tlscert), Path(cfg.tlskey), machine)
+    return _target(cfg, machine)
 
 
 def machine_ip(paths: Paths, machine: str, runner: Runner | None = None) -> str:

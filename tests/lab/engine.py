@@ -30,9 +30,7 @@ import tarfile
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.lab.netns import Lab, _alive, _read_pid, in_ci, kill_pid, lab_problem
+from tests.lab.netns import Lab, _alive, _read_pid, kill_pid, require_lab
 
 ENGINE_TOOLS = ("dockerd", "docker", "openssl", "busybox", "nsenter")
 IMAGE = "labbox:latest"
@@ -40,16 +38,9 @@ INDEX = "labctl-lab-httpd-ok\n"
 
 
 def require_engine() -> None:
-    problem = lab_problem()
-    if problem is None:
-        missing = [t for t in ENGINE_TOOLS if shutil.which(t) is None]
-        if missing:
-            problem = f"engine lab needs {', '.join(missing)} (apt-get install docker.io busybox-static)"
-    if problem is None:
-        return
-    if in_ci():
-        pytest.fail(f"{problem} (CI=true: lab tests must run)")
-    pytest.skip(problem)
+    """Skip unless the engine lab can run (root, the lab tools, dockerd and friends); with
+    CI=true a missing piece fails instead."""
+    require_lab(*ENGINE_TOOLS)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
