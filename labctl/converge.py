@@ -437,10 +437,14 @@ class Converger:
 
     def ensure_persist(self, name: str, gateway: str, vmnet: int) -> None:
         """The launchd daemon / systemd unit that re-applies the routes at boot and whenever the
-        vmnet interface comes up (``labctl route persist``); ``down`` removes it."""
+        vmnet's host interface (found by subnet: vmnetN, or bridge10x on macOS 11+) comes up
+        (``labctl route persist``); ``down`` removes it."""
+        from labctl.hostinfo import adapter_name
         from labctl.routes.persist import plan_persist
+        from labctl.vmware import facts
 
-        plan = plan_persist(self.paths, name, gateway, f"vmnet{vmnet}")
+        iface = adapter_name(self.paths, facts.read_networking(self.paths)[1].get(vmnet), vmnet)
+        plan = plan_persist(self.paths, name, gateway, iface)
         plan.notes = []
         self.do(plan)
 

@@ -211,9 +211,13 @@ def _cat(sample: Path) -> str:
 class World:
     """A desktop under LABCTL_ROOT: VMware installed, a lab vmnet2, a reserved lab VM."""
 
-    def __init__(self, base: Path, platform: str = "darwin") -> None:
+    def __init__(self, base: Path, platform: str = "darwin", adapter: str | None = "vmnet2",
+                 macos: str = "14.4.1") -> None:
         self.base = base
         self.platform = platform
+        # the host side of vmnet2: vmnet2, or on macOS 11+ Fusion's bridge10x; None: no
+        # interface on the vmnet (macOS 11+ before a VM on it runs)
+        self.adapter = adapter
         self.root = base / "root"
         self.bin = base / "bin"
         self.log = base / "tool-calls.log"
@@ -221,7 +225,7 @@ class World:
             "LABCTL_ROOT": str(self.root),
             "LABCTL_PLATFORM": platform,
             "LABCTL_ARCH": "x86_64",
-            "LABCTL_MACOS_VERSION": "14.4.1",
+            "LABCTL_MACOS_VERSION": macos,
             "PATH": f"{self.bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
             "PYTHONPATH": str(REPO),
             "LANG": "C.UTF-8",
@@ -357,9 +361,11 @@ exit 1
         if self.platform == "darwin":
             sample = fx / ("macos-netstat-nr-f-inet-with-vmnet1-8.from-kubernetes-minikube-"
                            "route_darwin_test.txt")
+            dev = self.adapter or "vmnet2"
             self.routes_extra.write_text(
-                "192.168.99         link#21            UC              2        0  vmnet2\n"
-                f"172.17             {IP}      UGSc            0        0  vmnet2\n")
+                (f"192.168.99         link#21            UC              2        0  {dev}\n"
+                 if self.adapter else "") +
+                f"172.17             {IP}      UGSc            0        0  {dev}\n")
             _script(self.root / "usr/sbin/netstat",
                     '[ "$LC_ALL" = C ] || exit 65\n'
                     f"cat '{sample}' '{self.routes_extra}'\n")
@@ -412,9 +418,12 @@ exit 1
         """The namespace: vmnet2 (host side, .1), the VM's address and a container address
         on the far side, the engine stand-in listening; then exec doctor."""
         ready = self.base / "engine.ready"
-        return ("ip link set lo up && ip link add vmnet2 type veth peer name vmnet2peer && "
-                "ip addr add 192.168.99.1/24 dev vmnet2 && ip link set vmnet2 up && "
-                f"ip addr add {IP}/24 dev vmnet2peer && ip link set vmnet2peer up && "
+        a = self.adapter
+        link = (f"ip link add {a} type veth peer name {a}p && "
+                f"ip addr add 192.168.99.1/24 dev {a} && ip link set {a} up && "
+                f"ip addr add {IP}/24 dev {a}p && ip link set {a}p up && ") if a else \
+            f"ip addr add {IP}/32 dev lo && "
+        return ("ip link set lo up && " + link +
                 "ip addr add 172.17.0.2/32 dev lo && "
                 f"rm -f '{ready}' && {{ {sys.executable} '{self.base / 'engine_stub.py'}' "
                 f"'{self.base / 'engine.json'}' & }} && "
@@ -801,20 +810,75 @@ def test_vmwarefusion_driver_on_linux_is_refused(linux_world):
     assert "-d vmware" in by_id(data, "docker-machine.driver")["fix"]
 
 
-def test_interface_missing_is_a_vmnet_failure(world):
-    """Outside the namespace trick: a vmnet whose host interface does not exist."""
-    world.edit(world.networking, VMNET2, VMNET2.replace("VNET_2", "VNET_7"))
-    world.state["machines"]["lab"]["vmnet"] = 7
-    world.write_state()
-    (world.conf.parent.parent / "vmnet7").mkdir()
-    shutil.copy(world.conf, world.conf.parent.parent / "vmnet7/dhcpd.conf")
+def test_interface_missing_is_a_vmnet_failure(tmp_path):
+    """No interface holds vmnet2's subnet (macOS 10.15: the host side is vmnetN, there whether
+    or not a VM runs): a failure whose fix restarts VMware networking."""
+    world = World(tmp_path, adapter=None, macos="10.15.7")
     _, data = world.json()
     got = by_id(data, "vmnet.interface")
-    assert got["status"] == "fail" and "no interface vmnet7" in got["detail"]
+    assert got["status"] == "fail", got
+    assert "no interface on vmnet2 (192.168.99.0/24)" in got["detail"]
     assert RESTART.search(got["fix"])
-    # vmnet7 is absent from the recorded --status output too
-    assert by_id(data, "vmnet.services")["status"] == "fail"
-    assert red(data) == {"vmnet.interface", "vmnet.services"}
+    # without the adapter the fixed IP is on no attached network: the routes say so too
+    assert red(data) == {"vmnet.interface", "routes.labctl"}
+
+
+# ---- macOS 11+: the host side of a vmnet is a bridge10x -------------------------------------------
+def test_macos_11_bridge_adapter_healthy_lab_is_all_ok(tmp_path):
+    """Fusion on macOS 11+: vmnet2's host side is bridge100 (found by its subnet), the routes
+    go out through it; a healthy lab is all green."""
+    w = World(tmp_path, adapter="bridge100", macos="15.3")
+    rc, data = w.json()
+    bad = {c["id"]: (c["status"], c["detail"]) for c in data["checks"] if c["status"] != "ok"}
+    assert bad == {} and rc == 0
+    assert by_id(data, "vmnet.interface")["detail"] == \
+        "bridge100 (vmnet2's host adapter) is up with 192.168.99.1"
+
+
+def test_macos_11_second_bridge_is_found_by_subnet(tmp_path):
+    """Another vmnet came up first and holds bridge100: vmnet2's adapter is bridge101."""
+    w = World(tmp_path, adapter="bridge101", macos="12.7")
+    rc, data = w.json()
+    assert by_id(data, "vmnet.interface")["detail"].startswith("bridge101 (vmnet2's host adapter)")
+    assert red(data) == set() and rc == 0
+
+
+def test_macos_11_adapter_not_up_before_a_vm_runs(tmp_path):
+    """No VM runs yet: no bridge10x holds the subnet.  That is "not up yet", a warning whose
+    fix is starting the VM, not a red failure whose fix restarts all VMware networking."""
+    w = World(tmp_path, adapter=None, macos="14.4.1")
+    (w.vm / "status").write_text("Stopped\n")
+    rc, data = w.json()
+    got = by_id(data, "vmnet.interface")
+    assert got["status"] == "warn", got
+    assert "not up yet (created when a VM starts)" in got["detail"]
+    assert "docker-machine start lab" in got["fix"] and "--stop" not in got["fix"]
+    assert statuses(data)["machine.running"] == "fail"
+    assert not any(c["status"] == "fail" for c in data["checks"] if c["layer"] == "vmnet")
+
+
+def test_macos_11_adapter_missing_while_the_vm_runs_fails(tmp_path):
+    w = World(tmp_path, adapter=None, macos="14.4.1")
+    _, data = w.json("--check", "vmnet.interface")
+    got = by_id(data, "vmnet.interface")
+    assert got["status"] == "fail" and got["detail"].startswith("lab runs, yet the host has no "
+                                                                "interface on vmnet2")
+    assert RESTART.search(got["fix"])
+
+
+def test_vmnet_ls_finds_the_bridge_adapter_by_subnet(tmp_path):
+    w = World(tmp_path, adapter="bridge100", macos="15.3")
+    env = {**w.env}
+    argv = [*UNSHARE, "sh", "-c", w.setup(), "sh", sys.executable, "-m", "labctl", "vmnet", "ls",
+            "--json"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=w.base)
+    assert r.returncode == 0, r.stderr
+    rows = {row["vmnet"]: row for row in json.loads(r.stdout)}
+    assert (rows["vmnet2"]["host_interface"], rows["vmnet2"]["host_address"]) == \
+        ("bridge100", "192.168.99.1")
+    # vmnet1 and vmnet8 of the sample: no VM on them, so no bridge yet
+    assert rows["vmnet8"]["host_interface"] is None
+    assert rows["vmnet8"]["host_note"] == "not up yet (created when a VM starts)"
 
 
 def test_no_machine_recorded_checks_the_vmnet_only(world):

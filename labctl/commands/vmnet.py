@@ -12,6 +12,9 @@ app = typer.Typer(help="VMware virtual networks (vmnets): list and create host-o
 def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List vmnets: kind, subnet, DHCP, host adapter and the host's address on it.
 
+    The host interface is found by the vmnet's subnet: vmnetN, or on macOS 11+ a bridge100,
+    bridge101, … that exists only while a VM on that vmnet runs.
+
     Example: labctl vmnet ls --json
     """
     from labctl import ui
@@ -22,9 +25,11 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     if json:
         ui.print_json(rows)
         return
-    ui.table(None, ["VMNET", "KIND", "SUBNET", "NETMASK", "DHCP", "HOST ADAPTER", "HOST ADDRESS"],
+    ui.table(None, ["VMNET", "KIND", "SUBNET", "NETMASK", "DHCP", "HOST ADAPTER", "HOST INTERFACE",
+                    "HOST ADDRESS"],
              [(r["vmnet"], r["kind"], r["subnet"], r["netmask"], ui.yesno(r["dhcp"]),
-               ui.yesno(r["virtual_adapter"]), r["host_address"] or "-") for r in rows])
+               ui.yesno(r["virtual_adapter"]), r["host_interface"] or r["host_note"] or "-",
+               r["host_address"] or "-") for r in rows])
 
 
 @app.command("create")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import plistlib
 import shutil
 import threading
 from collections.abc import Callable
@@ -172,14 +171,22 @@ class Context:
 
     @probe
     def arch(self) -> str:
-        return self.env.get("LABCTL_ARCH") or platform.machine() or "unknown"
+        from labctl.hostinfo import machine_arch
+
+        return machine_arch(self.env)
 
     @probe
     def macos_version(self) -> str | None:
         """``LABCTL_MACOS_VERSION`` (say what doctor would tell on that release), else the OS's."""
-        if self.platform != "darwin":
-            return None
-        return self.env.get("LABCTL_MACOS_VERSION") or platform.mac_ver()[0] or None
+        from labctl.hostinfo import macos_version
+
+        return macos_version(self.paths, self.env)
+
+    def bridge_adapters(self) -> bool:
+        """Fusion on macOS 11+: a vmnet's host side is a bridge10x that exists while a VM runs."""
+        from labctl.hostinfo import bridge_adapters
+
+        return bridge_adapters(self.paths, self.env)
 
     @probe
     def os_description(self) -> str:
@@ -208,22 +215,9 @@ class Context:
     @probe
     def vmware_version(self) -> str | None:
         """Fusion: Info.plist CFBundleShortVersionString; Workstation: /etc/vmware/config."""
-        if self.platform == "darwin":
-            plist = self.paths.host(FUSION_APP) / "Contents" / "Info.plist"
-            try:
-                with plist.open("rb") as fh:
-                    data = plistlib.load(fh)
-            except (OSError, plistlib.InvalidFileException, ValueError):
-                return None
-            v = data.get("CFBundleShortVersionString")
-            return str(v) if v else None
-        from labctl.vmware.vmx import Vmx
+        from labctl.hostinfo import vmware_version
 
-        try:
-            conf = Vmx.parse(self.paths.host(WORKSTATION_CONFIG).read_bytes())
-        except OSError:
-            return None
-        return conf.get("product.version") or conf.get("workstation.product.version")
+        return vmware_version(self.paths)
 
     @probe
     def executable(self, path: str) -> bool:
@@ -349,10 +343,13 @@ class Context:
         return answer, tools.parse_status(answer.stdout)
 
     @probe
-    def interface_address(self, name: str) -> str | None:
-        from labctl.vmware import lab
+    def host_adapter(self):
+        """The host side of the lab vmnet, found by its subnet (vmnetN, or bridge10x on macOS
+        11+); None when no interface is on it now."""
+        from labctl.hostinfo import host_adapter
 
-        return lab.interface_address(name)
+        v = self.vmnet()
+        return host_adapter(v) if v is not None else None
 
     # ---- docker-machine (labctl.machine's adapter) ---------------------------------------------
     @probe

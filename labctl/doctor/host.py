@@ -23,13 +23,9 @@ def network_restart_fix(ctx: Context) -> str:
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:
-    out = []
-    for part in (text or "").split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
+    from labctl.hostinfo import version_tuple as vt
+
+    return vt(text)
 
 
 @check("host.platform", "Platform")
@@ -105,8 +101,6 @@ def dhcp_server(ctx: Context) -> Result:
 
 
 def uses_apple_dhcp(ctx: Context) -> bool:
-    if ctx.platform != "darwin":
-        return False
-    return (version_tuple(ctx.vmware_version())[:2] in ((12, 0), (12, 1))
-            and version_tuple(ctx.macos_version())[:1] == (11,))
+    from labctl.hostinfo import uses_apple_dhcp as apple
 
+    return ctx.platform == "darwin" and apple(ctx.vmware_version(), ctx.macos_version())

@@ -7,7 +7,7 @@ import ipaddress
 import shlex
 
 from labctl.doctor.context import Context
-from labctl.doctor.core import Result, check, fail, ok
+from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import CommandTimeout, LabctlError
 
@@ -90,16 +90,30 @@ def adapter(ctx: Context) -> Result:
 @check("vmnet.interface", "Host interface up with the vmnet address",
        requires=("vmnet.adapter", "vmnet.hostonly"))
 def interface(ctx: Context) -> Result:
+    """Found by the vmnet's subnet: vmnetN, or on macOS 11+ a bridge10x that Fusion creates
+    when the first VM on the vmnet starts (and removes when the last one stops)."""
     v = ctx.vmnet()
     want = v.host_address
-    have = ctx.interface_address(v.name)
-    if have is None:
-        return fail(f"the host has no interface {v.name} with an IPv4 address "
-                    "(VMware networking is not running)", network_restart_fix(ctx))
-    if want is not None and have != str(want):
-        return fail(f"{v.name} has {have}, expected {want} (.1 of {v.network})",
-                    network_restart_fix(ctx))
-    return ok(f"{v.name} is up with {have}")
+    found = ctx.host_adapter()
+    if found is None:
+        rec = ctx.target().record
+        running = False
+        if rec is not None:
+            with contextlib.suppress(LabctlError):
+                running = ctx.machine_status() == "Running"
+        if ctx.bridge_adapters() and not running:
+            start = f"docker-machine start {rec.name}" if rec is not None else "start a VM on it"
+            return warn(f"{v.name}'s host adapter (a bridge10x interface for {v.network}) is not "
+                        "up yet (created when a VM starts)",
+                        f"nothing to repair: it appears when a VM on {v.name} runs ({start})")
+        why = (f"{rec.name} runs, yet " if running and rec is not None else "")
+        return fail(f"{why}the host has no interface on {v.name} ({v.network}) with an IPv4 "
+                    "address (VMware networking is not running)", network_restart_fix(ctx))
+    if want is not None and found.address != str(want):
+        return fail(f"{found.name} has {found.address} on {v.name}, expected {want} (.1 of "
+                    f"{v.network})", network_restart_fix(ctx))
+    which = "" if found.name == v.name else f" ({v.name}'s host adapter)"
+    return ok(f"{found.name}{which} is up with {found.address}")
 
 
 @check("vmnet.services", "VMware network services running",

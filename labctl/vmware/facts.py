@@ -47,18 +47,9 @@ def resolve_vmnet(paths: Paths, requested: str | None) -> int:
 
 def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
     """Networks directly attached to the host's interfaces (netifaces)."""
-    import netifaces
+    from labctl.hostinfo import host_addresses
 
-    out = []
-    for ifname in netifaces.interfaces():
-        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
-            try:
-                net = ipaddress.IPv4Network(f"{addr['addr']}/{addr.get('netmask', '32')}", strict=False)
-            except (KeyError, ValueError):
-                continue
-            if not net.is_loopback:
-                out.append((ifname, net))
-    return out
+    return [(ifname, iface.network) for ifname, iface in host_addresses()]
 
 
 def interface_address(name: str) -> str | None:
@@ -70,15 +61,23 @@ def interface_address(name: str) -> str | None:
     return addrs[0]["addr"] if addrs else None
 
 
+NOT_UP_YET = "not up yet (created when a VM starts)"
+
+
 def vmnet_rows(paths: Paths) -> list[dict[str, Any]]:
+    """One row per vmnet; the host side is found by subnet (bridge10x on macOS 11+)."""
+    from labctl import hostinfo
+
     _, nf = read_networking(paths)
-    rows = []
-    for v in nf.vmnets.values():
-        rows.append(_vmnet_row(v))
-    return rows
+    addresses = hostinfo.host_addresses()
+    bridges = hostinfo.bridge_adapters(paths)
+    return [_vmnet_row(v, hostinfo.find_adapter(v, addresses), bridges) for v in nf.vmnets.values()]
 
 
-def _vmnet_row(v: Vmnet) -> dict[str, Any]:
+def _vmnet_row(v: Vmnet, adapter: Any, bridges: bool) -> dict[str, Any]:
+    note = None
+    if adapter is None and v.network is not None and (v.virtual_adapter or v.nat):
+        note = NOT_UP_YET if bridges else "down (VMware networking is not running)"
     return {
         "vmnet": v.name,
         "number": v.number,
@@ -87,7 +86,9 @@ def _vmnet_row(v: Vmnet) -> dict[str, Any]:
         "netmask": v.netmask,
         "dhcp": v.dhcp,
         "virtual_adapter": v.virtual_adapter,
-        "host_address": interface_address(v.name),
+        "host_interface": adapter.name if adapter else None,
+        "host_address": adapter.address if adapter else None,
+        "host_note": note,
         "display_name": v.display_name,
     }
 

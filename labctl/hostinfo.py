@@ -1,0 +1,149 @@
+"""Facts about the desktop itself: CPU architecture, macOS release, the hypervisor's version,
+and the host side of a vmnet (its adapter).  Read-only, no subprocess.
+
+Seams (honest options too: ask labctl what it would do on another Mac):
+``LABCTL_ARCH`` (e.g. ``arm64``) stands for the machine architecture, ``LABCTL_MACOS_VERSION``
+for the macOS release; ``LABCTL_PLATFORM`` (paths.py) picks the Fusion or Workstation layout.
+
+**The host adapter of a vmnet.**  Before macOS 11 (and on Linux) the host side of vmnetN is an
+interface named ``vmnetN``.  On macOS 11+ Fusion runs on Apple's vmnet framework and the host
+side is a ``bridge100``, ``bridge101``, … interface that exists only while a VM on that vmnet
+runs, numbered in the order the vmnets come up.  So labctl finds it by the vmnet's subnet:
+the interface holding the vmnet's host address (``.1``), else one with an address inside the
+subnet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import plistlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labctl.paths import Paths
+    from labctl.vmware.networking import Vmnet
+
+FUSION_APP = "/Applications/VMware Fusion.app"
+WORKSTATION_CONFIG = "/etc/vmware/config"
+ARM = ("arm64", "aarch64")
+
+
+def machine_arch(env: Mapping[str, str] | None = None) -> str:
+    values = os.environ if env is None else env
+    return values.get("LABCTL_ARCH") or platform.machine() or "unknown"
+
+
+def is_arm(arch: str) -> bool:
+    return arch.lower() in ARM
+
+
+def macos_version(paths: Paths, env: Mapping[str, str] | None = None) -> str | None:
+    if paths.platform != "darwin":
+        return None
+    values = os.environ if env is None else env
+    return values.get("LABCTL_MACOS_VERSION") or platform.mac_ver()[0] or None
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    out = []
+    for part in (text or "").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def vmware_version(paths: Paths) -> str | None:
+    """Fusion: Info.plist's CFBundleShortVersionString; Workstation: /etc/vmware/config."""
+    if paths.platform == "darwin":
+        plist = paths.host(FUSION_APP) / "Contents" / "Info.plist"
+        try:
+            with plist.open("rb") as fh:
+                data = plistlib.load(fh)
+        except (OSError, plistlib.InvalidFileException, ValueError):
+            return None
+        v = data.get("CFBundleShortVersionString") if isinstance(data, dict) else None
+        return str(v) if v else None
+    from labctl.vmware.vmx import Vmx
+
+    try:
+        conf = Vmx.parse(paths.host(WORKSTATION_CONFIG).read_bytes())
+    except OSError:
+        return None
+    return conf.get("product.version") or conf.get("workstation.product.version")
+
+
+def uses_apple_dhcp(fusion: str | None, macos: str | None) -> bool:
+    """Fusion 12.0/12.1 on macOS 11 hand DHCP to Apple's bootpd (dhcpd.conf is ignored)."""
+    return version_tuple(fusion)[:2] in ((12, 0), (12, 1)) and version_tuple(macos)[:1] == (11,)
+
+
+def bridge_adapters(paths: Paths, env: Mapping[str, str] | None = None) -> bool:
+    """True where a vmnet's host side is a bridge10x that exists only while a VM runs
+    (Fusion on macOS 11+; an unknown macOS release counts as a current one)."""
+    if paths.platform != "darwin":
+        return False
+    macos = macos_version(paths, env)
+    return macos is None or version_tuple(macos)[:1] >= (11,)
+
+
+# ---- the host side of a vmnet ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Adapter:
+    name: str  # vmnet2, bridge100, …
+    address: str  # the host's IPv4 address on it
+
+
+def host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """Every IPv4 address of the host's interfaces (netifaces), loopback left out."""
+    import netifaces
+
+    out = []
+    for ifname in netifaces.interfaces():
+        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
+            try:
+                iface = ipaddress.IPv4Interface(f"{addr['addr']}/{addr.get('netmask') or '32'}")
+            except (KeyError, ValueError):
+                continue
+            if not iface.ip.is_loopback:
+                out.append((ifname, iface))
+    return out
+
+
+def find_adapter(vmnet: Vmnet, addresses: Iterable[tuple[str, ipaddress.IPv4Interface]]
+                 ) -> Adapter | None:
+    """The interface holding the vmnet's host address, else one with another address on the
+    same subnet (None: no interface is on that vmnet now).  Pure: tested with made-up tables."""
+    net = vmnet.network
+    if net is None:
+        return None
+    host = vmnet.host_address
+    inside = []
+    for name, iface in addresses:
+        if host is not None and iface.ip == host:
+            return Adapter(name, str(iface.ip))
+        if iface.network == net:
+            inside.append(Adapter(name, str(iface.ip)))
+    by_name = [a for a in inside if a.name == vmnet.name]
+    best = by_name or inside
+    return best[0] if best else None
+
+
+def host_adapter(vmnet: Vmnet) -> Adapter | None:
+    return find_adapter(vmnet, host_addresses())
+
+
+def adapter_name(paths: Paths, vmnet: Vmnet | None, number: int) -> str | None:
+    """The host interface of vmnet ``number`` for a boot unit to wait for: the one on its
+    subnet now, else ``vmnetN`` where that is its fixed name, else None (macOS 11+: the
+    bridge10x appears, with a number of its own, only when a VM starts)."""
+    if vmnet is not None:
+        found = host_adapter(vmnet)
+        if found is not None:
+            return found.name
+    return None if bridge_adapters(paths) else f"vmnet{number}"
