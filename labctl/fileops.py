@@ -1,9 +1,9 @@
 """Safe file changes: atomic replace (temp file in the same directory, same mode and owner,
 fsync, rename), a timestamped backup first, and one lock that serialises labctl runs.
 
-When labctl is not root, a privileged write runs this module under ``sudo -n`` as
-``python -m labctl.fileops write PATH`` with the new bytes on stdin, so the same code does
-the atomic replace with root's rights.
+When labctl is not root, a privileged write runs this module under ``sudo -n`` (isolated, see
+labctl.privileged) as ``write PATH BACKUP_DIR`` with the new bytes on stdin, so the same code
+does the atomic replace with root's rights; the caller then reads the file back.
 """
 
 from __future__ import annotations
@@ -158,28 +158,46 @@ def locked(state_dir: Path, timeout: float = 60.0) -> Iterator[None]:
         os.close(fd)
 
 
-def _main(argv: list[str]) -> int:
-    """Privileged helper: ``write PATH [BACKUP_DIR]`` (bytes on stdin) or ``delete PATH``."""
+def digest(path: Path) -> str | None:
+    """sha256 of the file's bytes (None: there is no such file)."""
     try:
-        if len(argv) >= 2 and argv[0] == "write":
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def main(argv: list[str]) -> int:
+    """Privileged helper (see labctl.privileged): ``write PATH [BACKUP_DIR]`` (bytes on stdin),
+    ``delete PATH [BACKUP_DIR]``, ``backup PATH BACKUP_DIR`` (prints the copy's path) and
+    ``digest PATH`` (prints the sha256 of the file, or "absent": how an unprivileged caller
+    checks a write it cannot read back)."""
+    try:
+        if len(argv) in (2, 3) and argv[0] == "write":
+            path = Path(argv[1])
             if len(argv) == 3:
-                backup(Path(argv[1]), Path(argv[2]))
-            atomic_write(Path(argv[1]), sys.stdin.buffer.read())
+                backup(path, Path(argv[2]))
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            atomic_write(path, sys.stdin.buffer.read())
             return 0
         if len(argv) == 3 and argv[0] == "backup":
-            backup(Path(argv[1]), Path(argv[2]))
+            copy = backup(Path(argv[1]), Path(argv[2]))
+            print(copy or "")
             return 0
-        if len(argv) >= 2 and argv[0] == "delete":
+        if len(argv) in (2, 3) and argv[0] == "delete":
             if len(argv) == 3:
                 backup(Path(argv[1]), Path(argv[2]))
             Path(argv[1]).unlink(missing_ok=True)
             return 0
+        if len(argv) == 2 and argv[0] == "digest":
+            print(digest(Path(argv[1])) or "absent")
+            return 0
     except (OSError, LabctlError) as exc:
         print(f"labctl.fileops: {exc}", file=sys.stderr)
         return 1
-    print("usage: python -m labctl.fileops write|delete|backup PATH [BACKUP_DIR]", file=sys.stderr)
+    print("usage: labctl.fileops write|delete|backup|digest PATH [BACKUP_DIR]", file=sys.stderr)
     return 2
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,6 @@ they take facts and return a Plan.
 from __future__ import annotations
 
 import difflib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,14 +204,15 @@ class ExecContext:
     notices: list[str] = field(default_factory=list)  # said to the user after the plan ran
 
     def write(self, path: Path, data: bytes, *, privileged: bool, mode: int = 0o644) -> None:
+        """Replace ``path`` (backup first); then read it back: success is only reported for
+        the bytes that are really there."""
         if privileged and is_root():
             audit(["write", str(path)])
         if privileged and not is_root():
-            self.runner.run(
-                [sys.executable, "-m", "labctl.fileops", "write", str(path), str(self.backup_dir)],
-                sudo=True,
-                input=data,
-            )
+            from labctl.privileged import run_helper
+
+            run_helper(self.runner, "labctl.fileops", ["write", str(path), str(self.backup_dir)],
+                       input=data)
         else:
             try:
                 fileops.backup(path, self.backup_dir)
@@ -222,20 +222,52 @@ class ExecContext:
                 raise LabctlError(f"cannot write {path}: {exc.strerror or exc}",
                                   "make it writable (read-only mount? chattr +i?) and run the "
                                   "command again") from exc
+        self.verify(path, data)
         self.written.append(path)
 
     def delete(self, path: Path, *, privileged: bool) -> None:
         if privileged and is_root():
             audit(["delete", str(path)])
         if privileged and not is_root():
-            self.runner.run(
-                [sys.executable, "-m", "labctl.fileops", "delete", str(path), str(self.backup_dir)],
-                sudo=True,
-            )
+            from labctl.privileged import run_helper
+
+            run_helper(self.runner, "labctl.fileops", ["delete", str(path), str(self.backup_dir)])
         else:
             fileops.backup(path, self.backup_dir)
             path.unlink(missing_ok=True)
+        self.verify(path, None)
         self.written.append(path)
+
+    def digest(self, path: Path) -> str | None:
+        """sha256 of what ``path`` holds now (None: absent); a file this user may not read is
+        read by the isolated privileged helper."""
+        try:
+            return fileops.digest(path)
+        except PermissionError:
+            if is_root():
+                raise
+        from labctl.privileged import run_helper
+
+        out = run_helper(self.runner, "labctl.fileops", ["digest", str(path)]).stdout.strip()
+        return None if out == "absent" else out
+
+    def verify(self, path: Path, data: bytes | None) -> None:
+        """The file holds ``data`` (None: it is gone), or a clear error."""
+        import hashlib
+
+        want = None if data is None else hashlib.sha256(data).hexdigest()
+        try:
+            have = self.digest(path)
+        except OSError as exc:
+            raise LabctlError(f"cannot read {path} back after changing it: {exc.strerror or exc}",
+                              "check the file, then run the command again") from exc
+        if have != want:
+            what = "still exists" if data is None else (
+                "is missing" if have is None else "does not hold the new content")
+            raise LabctlError(
+                f"the change to {path} did not take effect: the file {what} although the "
+                "privileged write reported success",
+                "run the command again with --debug to see how sudo ran labctl's helper")
 
 
 def execute(plan: Plan, runner: Runner, backup_dir: Path,

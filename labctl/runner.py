@@ -21,9 +21,25 @@ from labctl.errors import CommandFailed, CommandTimeout, PreconditionMissing
 log = logging.getLogger("labctl.runner")
 
 DEFAULT_TIMEOUT = 60.0
+# what a command run through sudo gets: a fixed PATH, the locale, nothing else (and "/" as its
+# working directory), whatever the caller's shell had
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+KEEP_ENV = ("LANG", "LC_ALL", "LC_CTYPE")
+
+
+def root_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {"PATH": SAFE_PATH}
+    env.update({k: os.environ[k] for k in KEEP_ENV if os.environ.get(k)})
+    env.update(extra or {})
+    return env
 
 
 def is_root() -> bool:
+    """Whether labctl runs with root's rights (else privileged steps go through ``sudo -n``).
+    ``LABCTL_ACT_AS_USER=1`` makes a root process take the user's path (a test seam: the
+    suite runs as root and checks what a user's run does, through a sudo stand-in)."""
+    if os.environ.get("LABCTL_ACT_AS_USER") == "1":
+        return False
     return os.geteuid() == 0
 
 
@@ -81,7 +97,12 @@ class Runner:
         check: bool = True,
         input: str | bytes | None = None,
         env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        clean_env: bool = False,
     ) -> Result:
+        """``env`` adds to labctl's environment, or with ``clean_env`` is the whole of it;
+        ``cwd`` is the command's working directory (default: labctl's).  A command run through
+        sudo always starts in ``/`` with a cleaned environment (``root_env``, plus ``env``)."""
         import sh
 
         argv = [str(a) for a in argv]
@@ -90,6 +111,7 @@ class Runner:
             audit(argv)
             if not is_root():
                 full = ["sudo", "-n", *argv]
+                env, clean_env, cwd = root_env(env), True, cwd or "/"
         limit = self.default_timeout if timeout is None else timeout
         log.info("run%s: %s", " (privileged)" if sudo else "", shlex.join(argv))
         started = time.monotonic()
@@ -105,8 +127,12 @@ class Runner:
         }
         if input is not None:
             kwargs["_in"] = input
-        if env is not None:
+        if clean_env:
+            kwargs["_env"] = dict(env or {})
+        elif env is not None:
             kwargs["_env"] = {**os.environ, **env}
+        if cwd is not None:
+            kwargs["_cwd"] = cwd
         try:
             proc = sh.Command(full[0])(*full[1:], **kwargs)
             _wait(proc, limit, full)

@@ -53,9 +53,11 @@ class BoundedRunner(Runner):
         super().__init__(default_timeout=cap)
         self.cap = cap
 
-    def run(self, argv, *, sudo=False, timeout=None, check=True, input=None, env=None):
+    def run(self, argv, *, sudo=False, timeout=None, check=True, input=None, env=None, cwd=None,
+            clean_env=False):
         limit = self.cap if timeout is None else min(timeout, self.cap)
-        return super().run(argv, sudo=sudo, timeout=limit, check=check, input=input, env=env)
+        return super().run(argv, sudo=sudo, timeout=limit, check=check, input=input, env=env,
+                           cwd=cwd, clean_env=clean_env)
 
 
 class _Entry:

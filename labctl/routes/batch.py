@@ -1,4 +1,4 @@
-"""Privileged helper for macOS route batches: ``sudo -n python -m labctl.routes.batch`` with
+"""Privileged helper for macOS route batches: run as root by labctl.privileged (isolated) with
 a JSON list of argv on stdin runs each ``route`` command (through the Runner) and prints a
 JSON list of {rc, stdout, stderr}: one password prompt for the whole set of changes."""
 
@@ -8,7 +8,7 @@ import json
 import sys
 
 
-def _main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from labctl.errors import LabctlError
     from labctl.runner import Runner
 
@@ -37,4 +37,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main(sys.argv[1:]))

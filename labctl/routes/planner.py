@@ -4,7 +4,6 @@ privileged batch, followed by re-reading the table and recording what took effec
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 
 from labctl.errors import CommandFailed, Conflict
@@ -75,9 +74,11 @@ class RouteBatch(Change):
                 r = ctx.runner.run(argv, timeout=CHANGE_TIMEOUT, check=False)
                 outs.append((r.returncode, r.stdout, r.stderr))
         else:  # one sudo for the whole batch: the helper runs each route command as root
-            r = ctx.runner.run([sys.executable, "-m", "labctl.routes.batch"], sudo=True,
-                               timeout=CHANGE_TIMEOUT * len(argvs) + 5, check=False,
-                               input=json.dumps([a for _, a in argvs]))
+            from labctl.privileged import run_helper
+
+            r = run_helper(ctx.runner, "labctl.routes.batch", [], check=False,
+                           timeout=CHANGE_TIMEOUT * len(argvs) + 5,
+                           input=json.dumps([a for _, a in argvs]))
             try:
                 outs = [(o["rc"], o["stdout"], o["stderr"]) for o in json.loads(r.stdout)]
             except (ValueError, KeyError, TypeError):

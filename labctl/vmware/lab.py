@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from labctl import fileops
 from labctl import state as labstate
@@ -37,9 +37,14 @@ def lease_backup_step(paths: Paths, vmnet: int) -> Step:
             return
         if is_root():
             fileops.backup(lease, ctx.backup_dir)
-        else:
-            ctx.runner.run([sys.executable, "-m", "labctl.fileops", "backup", str(lease),
-                            str(ctx.backup_dir)], sudo=True)
+            return
+        from labctl.privileged import run_helper
+
+        copy = run_helper(ctx.runner, "labctl.fileops", ["backup", str(lease), str(ctx.backup_dir)])
+        made = copy.stdout.strip()
+        if not made or ctx.digest(Path(made)) is None:
+            raise PreconditionMissing(f"the backup of {lease} was not made; networking was not "
+                                      "restarted", "run the command again with --debug")
 
     return Step(description=f"back up the vmnet{vmnet} lease file {lease}", fn=fn, privileged=True)
 
