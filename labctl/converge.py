@@ -123,9 +123,14 @@ class Converger:
         half-made): docker-machine and its driver, VMware's network tool, the networking file,
         names and subnets."""
         from labctl.vmware import facts
+        from labctl.vmware.preflight import refuse_unworkable
 
+        refuse_unworkable(self.paths, spec.machines)  # arm64 boot2docker, Apple's DHCP (exit 3)
         self.dm.version()  # PreconditionMissing when docker-machine is not installed
         for m in spec.machines:
+            if m.adopting:
+                raise PreconditionMissing(f"{m.name}: adopting a VM is not available yet",
+                                          "leave out --adopt / vmx")
             self.dm.preflight_driver(m.driver)
         if not os.access(self.paths.network_tool, os.X_OK):
             raise PreconditionMissing(
@@ -486,8 +491,9 @@ class Converger:
         return name
 
     # ---- up -------------------------------------------------------------------------------------
-    def up(self, spec: LabSpec) -> list[Report]:
-        self.preflight(spec)
+    def up(self, spec: LabSpec, preflight: bool = True) -> list[Report]:
+        if preflight:
+            self.preflight(spec)
         if not self.dry_run and self.needs_root(spec):
             self.runner.ensure_privilege()
         nets = self.engine_nets(spec)

@@ -23,6 +23,12 @@
     bip = "172.30.0.1/16"      # optional: pin the engine's bridge ...
     pool = "172.31.0.0/16"     # ... and its default-address-pool base
 
+    [[machine]]                # adopt a Linux VM you installed (docker-machine's generic driver)
+    name = "arm"
+    vmx = "~/Virtual Machines.localized/debian.vmwarevm/debian.vmx"   # relative: to lab.toml
+    ssh_user = "lab"           # default: your login name
+    ssh_key = "~/.ssh/id_ed25519"
+
 Everything is validated before anything runs; every problem is an :class:`InvalidInput`
 (exit 2) naming the file, the machine and the key.  :func:`allocate_engines` then gives each
 machine its own ``bip`` and ``default-address-pool`` so that no two machines' container
@@ -32,6 +38,7 @@ spec and same avoid list, same answer.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -44,6 +51,7 @@ from labctl.errors import Conflict, InvalidInput
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-\.]*$")
 DRIVERS = ("vmwarefusion", "vmware")
+GENERIC = "generic"  # docker-machine's driver for a VM labctl adopts (--adopt / vmx = …)
 NICS = ("dedicated", "existing")
 
 DEFAULT_NAME = "lab"
@@ -61,8 +69,11 @@ DEFAULT_RANGES: tuple[IPv4Network, ...] = (
 )
 BLOCK_PREFIX = 16  # the bip and the pool base are one /16 each
 
-MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool")
-DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet")
+MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool",
+                "vmx", "ssh_user", "ssh_key")
+DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ssh_user", "ssh_key")
+SIZE_KEYS = ("cpus", "memory", "disk")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 ENGINE_KEYS = ("ranges", "pool_size")
 TOP_KEYS = ("defaults", "engine", "machine")
 
@@ -80,6 +91,13 @@ class MachineSpec:
     ip: IPv4Address | None = None  # None: auto
     bip: IPv4Interface | None = None  # None: allocate
     pool: IPv4Network | None = None  # None: allocate
+    vmx: Path | None = None  # adopt this VM (driver generic) instead of creating one
+    ssh_user: str | None = None  # adopt: the VM's user with passwordless sudo (None: login name)
+    ssh_key: Path | None = None  # adopt: its private key (None: ~/.ssh/id_ed25519 or id_rsa)
+
+    @property
+    def adopting(self) -> bool:
+        return self.vmx is not None
 
 
 @dataclass(frozen=True)
@@ -227,12 +245,54 @@ def _check_keys(where: str, table: Any, allowed: Sequence[str]) -> dict[str, Any
     return table
 
 
-def machine_spec(raw: dict[str, Any], where: str, platform: str) -> MachineSpec:
+def _path(ctx: _Ctx, key: str, value: Any, base: Path | None) -> Path | None:
+    """A file path from flags or lab.toml: ``~`` expanded, relative to lab.toml's folder (or
+    the working directory), no control characters (it reaches docker-machine's argv)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.fail(key, f"expected a file path, got {value!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ctx.fail(key, "the path contains control characters")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return Path(os.path.normpath(path))
+
+
+def _adopt(ctx: _Ctx, raw: dict[str, Any], base: Path | None) -> tuple[Path | None, str | None, Path | None]:
+    vmx = _path(ctx, "vmx", raw.get("vmx"), base)
+    user = raw.get("ssh_user")
+    key = _path(ctx, "ssh_key", raw.get("ssh_key"), base)
+    if vmx is None:
+        return None, None, None
+    if vmx.suffix.lower() != ".vmx":
+        raise ctx.fail("vmx", f"{vmx} is not a .vmx file",
+                       "give the VM's configuration file, e.g. …/debian.vmwarevm/debian.vmx")
+    if raw.get("driver") not in (None, GENERIC):
+        raise ctx.fail("driver", f"an adopted VM is provisioned with docker-machine's generic driver, "
+                       f"not {raw['driver']}", "leave out the driver")
+    sized = [k for k in SIZE_KEYS if raw.get(k) is not None]
+    if sized:
+        raise ctx.fail(sized[0], "labctl does not size a VM it adopts",
+                       "change the VM's CPUs, memory and disk in VMware, or leave these out")
+    if user is not None and (not isinstance(user, str) or not USER_RE.fullmatch(user)):
+        raise ctx.fail("ssh_user", f"invalid user name {user!r}",
+                       "a Linux user name: lower-case letters, digits, '_' and '-'")
+    return vmx, user, key
+
+
+def machine_spec(raw: dict[str, Any], where: str, platform: str,
+                 base: Path | None = None) -> MachineSpec:
     """One machine from a dict of raw values (flags or TOML), validated."""
     name = check_name(raw.get("name"), where)
     ctx = _Ctx(f"{where} ({name})" if where != "flags" else "flags")
-    driver = raw.get("driver") or ("vmwarefusion" if platform == "darwin" else "vmware")
-    driver = _choice(ctx, "driver", driver, DRIVERS)
+    vmx, ssh_user, ssh_key = _adopt(ctx, raw, base)
+    if vmx is not None:
+        driver = GENERIC
+    else:
+        driver = raw.get("driver") or ("vmwarefusion" if platform == "darwin" else "vmware")
+        driver = _choice(ctx, "driver", driver, DRIVERS)
     if driver == "vmwarefusion" and platform != "darwin":
         raise ctx.fail("driver", "vmwarefusion exists only on macOS",
                        "use driver = \"vmware\" (the docker-machine-driver-vmware plugin)")
@@ -255,6 +315,9 @@ def machine_spec(raw: dict[str, Any], where: str, platform: str) -> MachineSpec:
         ip=_ip(ctx, raw.get("ip"), subnet),
         bip=_bip(ctx, raw.get("bip")),
         pool=None if pool is None else _network(ctx, "pool", pool),
+        vmx=vmx,
+        ssh_user=ssh_user,
+        ssh_key=ssh_key,
     )
 
 
@@ -283,11 +346,13 @@ def _cross_check(machines: Sequence[MachineSpec], where: str) -> None:
 def from_flags(platform: str, name: str | None = None, *, driver: str | None = None,
                cpus: int | None = None, memory: int | None = None, disk: int | None = None,
                nic: str | None = None, vmnet: str | None = None, subnet: str | None = None,
-               ip: str | None = None) -> LabSpec:
+               ip: str | None = None, vmx: str | None = None, ssh_user: str | None = None,
+               ssh_key: str | None = None) -> LabSpec:
     """The single machine of ``labctl up [NAME] --driver … --cpus …`` (None = default)."""
     raw: dict[str, Any] = {"name": name or DEFAULT_NAME}
     for key, value in (("driver", driver), ("cpus", cpus), ("memory", memory), ("disk", disk),
-                       ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip)):
+                       ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip),
+                       ("vmx", vmx), ("ssh_user", ssh_user), ("ssh_key", ssh_key)):
         if value is not None:
             raw[key] = value
     return LabSpec(machines=(machine_spec(raw, "flags", platform),))
@@ -304,7 +369,11 @@ def parse(data: dict[str, Any], platform: str, source: Path | None = None) -> La
     machines = []
     for i, item in enumerate(items, 1):
         table = _check_keys(f"{where} [[machine]] #{i}", item, MACHINE_KEYS)
-        machines.append(machine_spec({**defaults, **table}, f"{where} [[machine]] #{i}", platform))
+        merged = {**defaults, **table}
+        if "vmx" in table:  # sizes and drivers of [defaults] are for the machines labctl creates
+            merged = {k: v for k, v in merged.items() if k in table or k not in (*SIZE_KEYS, "driver")}
+        machines.append(machine_spec(merged, f"{where} [[machine]] #{i}", platform,
+                                     base=source.parent if source else None))
     _cross_check(machines, where)
     ctx = _Ctx(f"{where} [engine]")
     ranges = DEFAULT_RANGES

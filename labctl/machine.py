@@ -271,6 +271,30 @@ def check_name(name: str) -> str:
     return name
 
 
+RELEASES = "https://github.com/docker/machine/releases/download/v0.16.2"
+#: docker-machine 0.16.2's release assets: Darwin-x86_64 is the only macOS build (Apple
+#: Silicon runs it under Rosetta 2); Linux has x86_64, aarch64 and armhf.
+ASSETS = {("darwin", "x86_64"): "Darwin-x86_64", ("linux", "x86_64"): "Linux-x86_64",
+          ("linux", "aarch64"): "Linux-aarch64", ("linux", "armhf"): "Linux-armhf"}
+
+
+def install_hint(platform: str, arch: str | None = None) -> str:
+    """The command that installs docker-machine 0.16.2 here (an asset that exists)."""
+    from labctl.hostinfo import is_arm, machine_arch
+
+    arch = (arch or machine_arch()).lower()
+    cpu = "aarch64" if is_arm(arch) else "armhf" if arch.startswith("arm") else "x86_64"
+    if platform == "darwin":
+        cpu = "x86_64"
+    asset = ASSETS[(platform if platform == "darwin" else "linux", cpu)]
+    cmd = (f"curl -fL {RELEASES}/docker-machine-{asset} -o /tmp/docker-machine && "
+           "sudo install /tmp/docker-machine /usr/local/bin/docker-machine")
+    if platform == "darwin" and is_arm(arch):
+        cmd = ("softwareupdate --install-rosetta --agree-to-license && " + cmd +
+               " (there is no Apple Silicon build: the Intel one runs under Rosetta 2)")
+    return cmd
+
+
 def default_driver(platform: str) -> str:
     """vmwarefusion (built in) on macOS, the vmware plugin on Linux."""
     return FUSION if platform == "darwin" else VMWARE
@@ -375,8 +399,7 @@ class DockerMachine:
         except PreconditionMissing as exc:
             raise PreconditionMissing(
                 f"docker-machine is not installed ({self.binary} not found)",
-                "install docker-machine 0.16.2 from https://github.com/docker/machine/releases "
-                "onto your PATH") from exc
+                install_hint(self.platform)) from exc
         if not result.ok:
             raise classify(argv, result, name=name)
         return result

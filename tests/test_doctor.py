@@ -775,8 +775,25 @@ def test_apple_silicon_is_called_out_with_the_alternative(world):
     rc, data = world.json(extra_env={"LABCTL_ARCH": "arm64"})
     got = by_id(data, "host.arch")
     assert got["status"] == "fail" and "Apple Silicon" in got["detail"]
-    assert "colima" in got["fix"]
+    assert "labctl up lab --adopt PATH/TO/VM.vmx" in got["fix"]
     assert red(data) == {"host.arch"} and rc == 1
+
+
+def test_apple_silicon_with_an_adopted_vm_is_fine(world):
+    world.state["machines"]["lab"]["driver"] = "generic"
+    world.write_state()
+    _, data = world.json("--check", "host.arch", extra_env={"LABCTL_ARCH": "arm64"})
+    assert by_id(data, "host.arch")["status"] == "ok"
+
+
+def test_docker_machine_install_hint_names_a_real_download(world):
+    """docker-machine 0.16.2 has no Darwin-arm64 build: on Apple Silicon the hint installs
+    Rosetta 2 and the Darwin-x86_64 one."""
+    world.dm.unlink()
+    _, data = world.json("--check", "docker-machine.installed", extra_env={"LABCTL_ARCH": "arm64"})
+    fix = by_id(data, "docker-machine.installed")["fix"]
+    assert "/v0.16.2/docker-machine-Darwin-x86_64 " in fix and "--install-rosetta" in fix
+    assert "arm64" not in fix and "uname" not in fix
 
 
 def test_vmware_missing_skips_everything_below_it(world):

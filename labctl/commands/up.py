@@ -43,6 +43,13 @@ def up(
     subnet: str = typer.Option(None, "--subnet", help="Subnet of a vmnet labctl creates."),
     ip: str = typer.Option(None, "--ip", help="The VM's fixed address, or 'auto'."),
     nic: str = typer.Option(None, "--nic", help="dedicated (a second NIC, default) or existing."),
+    adopt: str = typer.Option(None, "--adopt", metavar="VM.vmx",
+                              help="Adopt a Linux VM you installed (Ubuntu/Debian, arm64 or x86): "
+                                   "docker-machine's generic driver provisions it over SSH."),
+    ssh_user: str = typer.Option(None, "--ssh-user", help="--adopt: the VM's user with sudo "
+                                 "(default: your login name)."),
+    ssh_key: str = typer.Option(None, "--ssh-key", help="--adopt: that user's private key "
+                                "(default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa)."),
     persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
                                  "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
@@ -62,6 +69,8 @@ def up(
       labctl up --persist
 
       labctl up --config lab.toml
+
+      labctl up lab --adopt ~/Virtual\\ Machines.localized/debian.vmwarevm/debian.vmx
     """
     from labctl import labspec, ui
     from labctl.commands.common import changing
@@ -70,7 +79,8 @@ def up(
     if not yes and not dry_run and _interactive():
         conv.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
-        if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic)):
+        if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic, adopt,
+                                       ssh_user, ssh_key)):
             from labctl.errors import InvalidInput
 
             raise InvalidInput("--config describes the machines; leave out the per-machine flags")
@@ -80,9 +90,11 @@ def up(
     else:
         spec = labspec.from_flags(paths.platform, name, driver=driver, cpus=cpus, memory=memory,
                                   disk=disk, nic=nic, vmnet=None if vmnet == "auto" else vmnet,
-                                  subnet=subnet, ip=None if ip == "auto" else ip)
+                                  subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
+                                  ssh_user=ssh_user, ssh_key=ssh_key)
+    conv.preflight(spec)  # read-only, before the lock: a refusal leaves no trace at all
     with changing(paths, dry_run):
-        reports = conv.up(spec)
+        reports = conv.up(spec, preflight=False)
     if json:
         ui.print_json({"machines": [r.as_dict() for r in reports], "changes": conv.changes,
                        "dry_run": dry_run})

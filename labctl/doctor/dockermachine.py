@@ -6,10 +6,13 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.errors import CommandTimeout, LabctlError
 
-DM_INSTALL = ("curl -fL https://github.com/docker/machine/releases/download/v0.16.2/"
-              "docker-machine-$(uname -s)-$(uname -m) -o /tmp/docker-machine && "
-              "sudo install /tmp/docker-machine /usr/local/bin/docker-machine")
 DRIVER_RELEASES = "https://github.com/machine-drivers/docker-machine-driver-vmware/releases"
+
+
+def _dm_install(ctx: Context) -> str:
+    from labctl.machine import install_hint
+
+    return install_hint(ctx.platform, ctx.arch())
 
 
 def _driver_install(ctx: Context) -> str:
@@ -24,13 +27,13 @@ def installed(ctx: Context) -> Result:
     exe = ctx.docker_machine()
     if exe is None:
         return fail(f"docker-machine is not installed (looked on PATH and at {ctx.paths.docker_machine})",
-                    DM_INSTALL)
+                    _dm_install(ctx))
     try:
         version = ctx.docker_machine_version()
     except CommandTimeout:
         raise
     except LabctlError as exc:
-        return warn(f"{exe} does not report its version: {exc.message}", f"reinstall it: {DM_INSTALL}")
+        return warn(f"{exe} does not report its version: {exc.message}", f"reinstall it: {_dm_install(ctx)}")
     return ok(f"{version} at {exe}")
 
 

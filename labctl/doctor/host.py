@@ -8,9 +8,10 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 
 FUSION_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
-ARM_ALTERNATIVE = ("boot2docker is x86-only: run Docker in an arm64 Linux VM instead, e.g. "
-                   "`brew install colima && colima start --network-address` (a routable VM "
-                   "address), or an arm64 Ubuntu VM in Fusion 13 with Docker Engine installed")
+def arm_alternative(name: str) -> str:
+    from labctl.vmware.preflight import adopt_hint
+
+    return "boot2docker is x86-only; " + adopt_hint(name)
 
 
 def _q(path: object) -> str:
@@ -34,14 +35,19 @@ def platform_ok(ctx: Context) -> Result:
     return ok(f"{ctx.os_description()} on {ctx.arch()} ({product})")
 
 
-@check("host.arch", "CPU can run boot2docker")
+@check("host.arch", "CPU can run the lab VM")
 def arch_ok(ctx: Context) -> Result:
+    from labctl.hostinfo import is_arm
+
     arch = ctx.arch()
-    if arch in ("arm64", "aarch64"):
-        where = "Apple Silicon" if ctx.platform == "darwin" else f"an {arch} host"
-        return fail(f"{where}: boot2docker and docker-machine's VMware drivers cannot run here",
-                    ARM_ALTERNATIVE)
-    return ok(arch)
+    if not is_arm(arch):
+        return ok(arch)
+    rec = ctx.target().record
+    if rec is not None and rec.driver == "generic":
+        return ok(f"{arch}: {rec.name} is an adopted VM (docker-machine's generic driver)")
+    where = "Apple Silicon" if ctx.platform == "darwin" else f"an {arch} host"
+    return fail(f"{where}: boot2docker and docker-machine's VMware drivers cannot run here",
+                arm_alternative(rec.name if rec is not None else "lab"))
 
 
 @check("host.vmware", "VMware installed")
