@@ -8,7 +8,6 @@ The SDK is imported only inside functions: ``route ls --offline`` never loads it
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import shutil
@@ -61,18 +60,15 @@ def _target(cfg: Any, machine: str) -> EngineTarget:
 def target_from_store(machine: str, store: Path | None = None) -> EngineTarget:
     """The machine store directly (config.json + machines/NAME/{ca,cert,key}.pem), for when
     the docker-machine binary is not installed."""
-    from labctl.machine import storage_path
+    from labctl.machine import MachineNotFound, read_config, storage_path
 
     base = (store or storage_path()) / "machines" / machine
     try:
-        cfg = json.loads((base / "config.json").read_text())
-    except FileNotFoundError as exc:
+        cfg = read_config(base / "config.json", machine)
+    except MachineNotFound as exc:
         raise PreconditionMissing(f"docker machine {machine!r} does not exist in {base.parent}",
                                   "docker-machine ls") from exc
-    except ValueError as exc:
-        raise CommandFailed(f"{base / 'config.json'} is not JSON: {exc}") from exc
-    driver = cfg.get("Driver", {})
-    url = driver.get("URL") or (f"tcp://{driver['IPAddress']}:2376" if driver.get("IPAddress") else "")
+    url = cfg.url or (f"tcp://{cfg.ip_address}:2376" if cfg.ip_address else "")
     if not url:
         raise PreconditionMissing(f"docker machine {machine!r} has no address yet",
                                   f"docker-machine start {machine}")

@@ -204,6 +204,7 @@ class MachineDetails:
     name: str
     driver: str
     store_path: str  # the machine store root (Driver.StorePath)
+    url: str  # Driver.URL when the driver stores one (the none driver), else ""
     machine_dir: str  # AuthOptions.StorePath
     ip_address: str
     ssh_user: str
@@ -228,6 +229,7 @@ class MachineDetails:
             name=str(data.get("Name") or drv.get("MachineName") or ""),
             driver=str(data.get("DriverName") or ""),
             store_path=str(drv.get("StorePath") or ""),
+            url=str(drv.get("URL") or ""),
             machine_dir=str(auth.get("StorePath") or ""),
             ip_address=strip_port(str(drv.get("IPAddress") or "")),
             ssh_user=str(drv.get("SSHUser") or ""),
@@ -376,15 +378,7 @@ class DockerMachine:
 
     def read_config(self, name: str) -> MachineDetails:
         """config.json straight from the store (what ``inspect`` prints), no subprocess."""
-        path = self.machine_dir(name) / "config.json"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise MachineNotFound(f'docker-machine has no machine named "{name}"',
-                                  f"create it with: labctl up {name}") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedFile(f"{path} is not valid JSON: {exc}") from exc
-        return MachineDetails.from_dict(data)
+        return read_config(self.machine_dir(name) / "config.json", name)
 
     # -- running docker-machine --
     def _env(self) -> dict[str, str]:
@@ -546,6 +540,22 @@ class DockerMachine:
             return self.run("active").stdout.strip() or None
         except NoActiveHost:
             return None
+
+
+def read_config(path: Path, name: str) -> MachineDetails:
+    """A machine's config.json in docker-machine's store: the one reader of that file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise MachineNotFound(f'docker-machine has no machine named "{name}"',
+                              f"create it with: labctl up {name}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedFile(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise MalformedFile(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedFile(f"{path} is not a JSON object")
+    return MachineDetails.from_dict(data)
 
 
 def parse_config(out: str) -> MachineConfig:

@@ -61,24 +61,14 @@ def wanted_from_networks(networks: list[Any], gateway: IPv4Address) -> list[Want
 
 
 def fixed_ip(paths: Paths, machine: str) -> str | None:
-    """The machine's fixed address: labctl's state, else its labctl reservation in the vmnet."""
-    from labctl import state as labstate
+    """The machine's fixed address (labctl.facts defines it: labctl's record, else its
+    labctl reservation on the machine's vmnet)."""
+    from labctl.facts import Facts
 
-    info = labstate.load(paths).get("machines", {}).get(machine) or {}
-    for key in ("fixed_ip", "ip"):
-        if isinstance(info, dict) and info.get(key):
-            return str(info[key])
     try:
-        from labctl.vmware import lab
-
-        vmnet = lab.resolve_vmnet(paths, str(info["vmnet"]) if info.get("vmnet") else None)
-        _, conf = lab.read_dhcpd(paths, vmnet)
-        host = conf.host(machine)
-        if host is not None and host.managed and host.ip:
-            return host.ip
-    except (LabctlError, OSError, ValueError):
+        return Facts(paths).fixed_ip(machine)
+    except LabctlError:
         return None
-    return None
 
 
 def resolve_via(paths: Paths, machine: str | None, via: str | None, docker_host: str | None,

@@ -110,3 +110,17 @@ class Vmx:
     @property
     def guest_os(self) -> str | None:
         return self.get("guestOS")
+
+
+def nic_vmnet(nic: Nic) -> int | None:
+    """The vmnet a NIC is on: NAT is vmnet8, host-only vmnet1, custom its ``vnet``; None for
+    a NIC on no vmnet VMware's DHCP serves (bridged)."""
+    kind = nic.connection_type or "nat"
+    if kind == "nat":
+        return 8
+    if kind == "hostonly":
+        return 1
+    if kind == "custom" and nic.vnet:
+        m = re.match(r"^vmnet(\d{1,3})$", nic.vnet.strip())
+        return int(m.group(1)) if m and int(m.group(1)) <= 255 else None
+    return None
