@@ -138,30 +138,42 @@ def connect(target: EngineTarget, timeout: float = CONNECT_TIMEOUT) -> Any:
 
     The engine's own CA must be the one checked: requests lets REQUESTS_CA_BUNDLE /
     CURL_CA_BUNDLE (often set system-wide) override a session's CA file, so the client does
-    not trust the environment, and the API version is negotiated after that is switched off."""
-    import docker
+    not trust the environment.  The SDK's own ``version="auto"`` asks the engine before that
+    can be switched off, so labctl asks ``/version`` itself (with the oldest API version every
+    engine accepts) and then opens the client at the newest version both sides speak."""
     from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
     from docker.errors import DockerException
 
-    kwargs: dict[str, Any] = {"base_url": target.url, "timeout": timeout,
-                              "version": MINIMUM_DOCKER_API_VERSION}
-    if target.tcp:
-        if not (target.ca and target.cert and target.key):
-            raise PreconditionMissing(f"no TLS files for {target.url}; labctl always verifies TLS")
-        kwargs["tls"] = docker.tls.TLSConfig(client_cert=(str(target.cert), str(target.key)),
-                                            ca_cert=str(target.ca), verify=True)
     try:
-        client = docker.DockerClient(**kwargs)
-        client.api.trust_env = False
-        server = str(client.api.version(api_version=False).get("ApiVersion", MINIMUM_DOCKER_API_VERSION))
-        client.api._version = min(server, DEFAULT_DOCKER_API_VERSION, key=_api_tuple)
-        return client
+        probe = _client(target, timeout, MINIMUM_DOCKER_API_VERSION)
+        try:
+            server = str(probe.api.version(api_version=False).get("ApiVersion",
+                                                                  MINIMUM_DOCKER_API_VERSION))
+        finally:
+            probe.close()
+        return _client(target, timeout, min(server, DEFAULT_DOCKER_API_VERSION, key=_api_tuple))
     except Exception as exc:  # DockerException, requests' ConnectionError / SSLError
         if not isinstance(exc, DockerException | OSError) and "requests" not in type(exc).__module__:
             raise
         raise CommandFailed(f"cannot reach the Docker Engine at {target.url}: {_short(exc)}",
                             "check the VM is running (docker-machine status) and its certificates"
                             ) from exc
+
+
+def _client(target: EngineTarget, timeout: float, version: str) -> Any:
+    """A DockerClient at a fixed API version (no request is made) that ignores the
+    environment's CA bundles."""
+    import docker
+
+    kwargs: dict[str, Any] = {"base_url": target.url, "timeout": timeout, "version": version}
+    if target.tcp:
+        if not (target.ca and target.cert and target.key):
+            raise PreconditionMissing(f"no TLS files for {target.url}; labctl always verifies TLS")
+        kwargs["tls"] = docker.tls.TLSConfig(client_cert=(str(target.cert), str(target.key)),
+                                            ca_cert=str(target.ca), verify=True)
+    client = docker.DockerClient(**kwargs)
+    client.api.trust_env = False  # a requests.Session attribute (public)
+    return client
 
 
 def _api_tuple(version: str) -> tuple[int, ...]:

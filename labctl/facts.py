@@ -36,6 +36,7 @@ fact has one definition:
 
 from __future__ import annotations
 
+import datetime
 import functools
 import ipaddress
 import os
@@ -326,11 +327,9 @@ class Facts:
         return tuple(found)
 
     @probe
-    def server_cert(self, name: str) -> dict[str, Any]:
-        """The engine's server certificate from docker-machine's store, decoded by the ssl
-        module: notAfter and subjectAltName."""
-        import ssl
-
+    def server_cert(self, name: str) -> ServerCert:
+        """The engine's server certificate from docker-machine's store: its dates and the
+        addresses it is valid for (read with ``cryptography``)."""
         dm = self.dm()
         try:
             configured = self.machine_config(name).server_cert
@@ -339,20 +338,16 @@ class Facts:
         path = Path(configured or dm.machine_dir(name) / "server.pem")
         if not path.is_file():
             path = dm.machine_dir(name) / "server.pem"
-        decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
-        if decode is None:
-            raise MalformedFile("this Python cannot decode certificates (ssl._test_decode_cert)")
         try:
-            info = decode(str(path))
-        except (OSError, ssl.SSLError) as exc:
-            raise MalformedFile(f"cannot read the engine's certificate {path}: {exc}",
+            return read_server_cert(path)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise MalformedFile(f"cannot read the engine's certificate {path}: {why}",
                                 f"docker-machine regenerate-certs -f {name}") from exc
-        return {"path": str(path), **info}
 
     def cert_addresses(self, name: str) -> tuple[str, ...]:
         """The IP addresses the engine's server certificate is valid for."""
-        sans = self.server_cert(name).get("subjectAltName") or ()
-        return tuple(value for kind, value in sans if kind == "IP Address")
+        return self.server_cert(name).ips
 
     # ---- facts derived from the above, each defined here only ----------------------------------------
     def machine_vmnet(self, name: str) -> int | None:
@@ -435,3 +430,36 @@ class Facts:
         r = self.runner.run(["docker", "context", "inspect", name, "--format",
                              "{{.Endpoints.docker.Host}}"], timeout=20, check=False)
         return r.stdout.strip() if r.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class ServerCert:
+    path: Path
+    not_before: datetime.datetime
+    not_after: datetime.datetime  # timezone-aware (UTC)
+    ips: tuple[str, ...]  # subjectAltName IP addresses
+    dns: tuple[str, ...] = ()  # subjectAltName DNS names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.ips + self.dns
+
+    @property
+    def expires(self) -> str:
+        return self.not_after.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def read_server_cert(path: Path) -> ServerCert:
+    """A PEM certificate's validity and subjectAltName (ValueError if it does not parse)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        ips: tuple[str, ...] = ()
+        dns: tuple[str, ...] = ()
+    else:
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+    return ServerCert(path, cert.not_valid_before_utc, cert.not_valid_after_utc, ips, dns)

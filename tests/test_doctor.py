@@ -125,6 +125,8 @@ class Api(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
+        with open(cfg["requests"], "a") as log:
+            log.write(path + "\n")
         if path.endswith("/version"):
             body = {"Version": cfg["version"], "ApiVersion": "1.41", "MinAPIVersion": "1.12",
                     "Os": "linux", "Arch": "amd64"}
@@ -320,7 +322,7 @@ class World:
         self.engine = {
             "version": version, "listen": [IP, 2376], "hang": False,
             "ca": str(mdir / "ca.pem"), "cert": str(mdir / "server.pem"), "key": str(mdir / "server-key.pem"),
-            "ready": str(self.base / "engine.ready"),
+            "ready": str(self.base / "engine.ready"), "requests": str(self.base / "engine.requests"),
             "networks": [{"Name": "bridge", "Id": "b1", "Driver": "bridge", "Scope": "local",
                           "IPAM": {"Driver": "default", "Config": [{"Subnet": "172.17.0.0/16",
                                                                      "Gateway": "172.17.0.1"}]},
@@ -691,6 +693,33 @@ def test_expired_certificate(world):
     assert got["status"] == "fail" and "expired 3 days ago" in got["detail"], got
     assert got["fix"] == "docker-machine regenerate-certs -f lab"
     assert red(data) == {"engine.certs"} and rc == 1
+
+
+def test_unreadable_certificate_fails_with_the_fix(world):
+    served = world.base / "served-server.pem"  # the stand-in engine keeps a good copy
+    shutil.copy(world.store / "machines/lab/server.pem", served)
+    world.engine["cert"] = str(served)
+    world.write_engine()
+    (world.store / "machines/lab/server.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    rc, data = world.json()
+    got = by_id(data, "engine.certs")
+    assert got["status"] == "fail" and "cannot read the engine's certificate" in got["detail"], got
+    assert got["fix"] == "docker-machine regenerate-certs -f lab" and rc == 1
+
+
+def test_engine_ca_is_its_own_and_api_version_negotiated(world):
+    """REQUESTS_CA_BUNDLE (a system-wide bundle without the engine's CA) does not replace
+    the engine's CA; after /version every request uses the version both sides speak
+    (the stand-in says 1.41, below the SDK's default)."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.is_file():
+        pytest.skip("no system CA bundle")
+    rc, data = world.json(extra_env={"REQUESTS_CA_BUNDLE": str(bundle), "CURL_CA_BUNDLE": str(bundle)})
+    assert by_id(data, "engine.reachable")["status"] == "ok", by_id(data, "engine.reachable")
+    paths = (world.base / "engine.requests").read_text().split()
+    assert paths[0] == "/version", paths
+    versioned = [p for p in paths if p != "/version"]
+    assert versioned and all(p.startswith("/v1.41/") for p in versioned), paths
 
 
 def test_no_container_says_how_to_test(world):

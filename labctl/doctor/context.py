@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import MalformedFile
-from labctl.facts import BoundedRunner, Facts, MachineRecord, probe
+from labctl.facts import BoundedRunner, Facts, MachineRecord, ServerCert, probe
 from labctl.paths import Paths
 
 __all__ = ["BoundedRunner", "CommandAnswer", "Context", "MachineRecord", "Target"]
@@ -255,7 +255,7 @@ class Context(Facts):
         except Exception as exc:
             raise CommandFailed(f"cannot list the engine's containers: {exc}") from exc
 
-    def server_cert(self, name: str | None = None) -> dict[str, Any]:
+    def server_cert(self, name: str | None = None) -> ServerCert:
         return super().server_cert(name or self.record().name)
 
     # ---- routes --------------------------------------------------------------------------------

@@ -3,9 +3,8 @@ connection to a container."""
 
 from __future__ import annotations
 
+import datetime
 import socket
-import ssl
-import time
 from typing import Any
 
 from labctl.doctor.context import Context
@@ -22,20 +21,17 @@ def _regen(ctx: Context) -> str:
 def certs(ctx: Context) -> Result:
     cert = ctx.server_cert()
     host = ctx.engine_target().host
-    sans = [v for k, v in cert.get("subjectAltName", ()) if k in ("IP Address", "DNS")]
-    expires = ssl.cert_time_to_seconds(cert["notAfter"]) if cert.get("notAfter") else None
-    left = (expires - time.time()) / 86400 if expires else None
-    if host and host not in sans:
-        return fail(f"{cert['path']} is for {', '.join(sans) or 'no address'}, but the engine is "
+    left = (cert.not_after - datetime.datetime.now(datetime.UTC)).total_seconds() / 86400
+    if host and host not in cert.names:
+        return fail(f"{cert.path} is for {', '.join(cert.names) or 'no address'}, but the engine is "
                     f"reached at {host}: TLS verification fails", _regen(ctx))
-    if left is not None and left < 0:
-        return fail(f"the engine's certificate expired {-left:.0f} days ago ({cert['notAfter']})",
+    if left < 0:
+        return fail(f"the engine's certificate expired {-left:.0f} days ago ({cert.expires})",
                     _regen(ctx))
-    if left is not None and left < RENEW_DAYS:
-        return warn(f"the engine's certificate expires in {left:.0f} days ({cert['notAfter']})",
+    if left < RENEW_DAYS:
+        return warn(f"the engine's certificate expires in {left:.0f} days ({cert.expires})",
                     _regen(ctx))
-    until = f", valid until {cert['notAfter']}" if cert.get("notAfter") else ""
-    return ok(f"for {host}{until}")
+    return ok(f"for {host}, valid until {cert.expires}")
 
 
 @check("engine.reachable", "Engine answers over TLS",
