@@ -24,6 +24,10 @@ It finds the world (the desktop namespace, the run's prefix and scratch director
 * ``ip`` prints ethernet0's IPv4 address (nothing when it has none).
 * ``ssh CMD`` runs ``sh -c CMD`` in the VM namespace; output and exit code pass through.
 
+A VM whose disk (.vmdk) holds a fuller VM (tests/lab/fullvm.py: a user's Debian VM with sshd
+and dockerd, the kind ``labctl up --adopt`` takes) boots that instead of the hook's dockerd;
+its disk keeps what it wrote in ``MACHINEDIR/disk``.
+
 Test knobs (environment): ``LABCTL_VMHOOK_NO_DHCP=ethernet1[,…]`` runs no DHCP client on those
 adapters (the VM "never gets" an address there).
 """
@@ -222,8 +226,25 @@ class VM:
             sh("ip", "-n", desk, "link", "set", outer, "up")
             if f"ethernet{index}" not in blocked:
                 self.dhclient(f"eth{index}")
-        if (self.mdir / "server.pem").exists():
+        guest = self.guest()
+        if guest is not None:
+            self.fullvm(guest).boot()
+        elif (self.mdir / "server.pem").exists():
             self.start_dockerd()
+
+    # ---- a fuller VM (a Debian root with sshd and dockerd, tests/lab/fullvm.py) -------------------
+    def guest(self) -> dict | None:
+        from tests.lab.fullvm import guest_of
+
+        return guest_of(self.vmx_path) if self.vmx_path.exists() else None
+
+    def fullvm(self, guest: dict):
+        from tests.lab.fullvm import FullVM
+
+        return FullVM(self.ns, self.disk, self.run_dir, hostname=str(guest.get("hostname") or self.name),
+                      authorized_keys=list(guest.get("authorized_keys") or []),
+                      user=str(guest.get("user") or "lab"), os_release=guest.get("os_release"),
+                      cgroup=self.cgroup)
 
     def dhclient(self, ifname: str) -> None:
         from tests.lab.netns import DHCLIENT_SCRIPT  # (imports pytest: only where needed)
@@ -307,6 +328,11 @@ class VM:
         unmount_below(self.disk)
 
     def stop(self) -> None:
+        guest = None
+        with contextlib.suppress(Exception):  # a broken disk must not keep the VM running
+            guest = self.guest()
+        if guest is not None:
+            self.fullvm(guest).halt()
         self.stop_dockerd()
         for pidfile in self.run_dir.glob("dhclient-*.pid"):
             pid = read_pid(pidfile)

@@ -86,6 +86,29 @@ def networking_text(vmnets: dict[int, tuple[ipaddress.IPv4Network | str, bool]])
     return "\n".join(lines) + "\n"
 
 
+USER_VMX = """\
+.encoding = "UTF-8"
+config.version = "8"
+virtualHW.version = "21"
+displayName = "{name}"
+guestOS = "{guest_os}"
+memsize = "2048"
+numvcpus = "2"
+nvme0.present = "TRUE"
+nvme0:0.fileName = "{name}.vmdk"
+nvme0:0.present = "TRUE"
+ethernet0.present = "TRUE"
+ethernet0.connectionType = "nat"
+ethernet0.addressType = "generated"
+ethernet0.virtualDev = "e1000e"
+ethernet0.linkStatePropagation.enable = "TRUE"
+ethernet0.generatedAddress = "{mac}"
+ethernet0.generatedAddressOffset = "0"
+tools.syncTime = "TRUE"
+uuid.bios = "56 4d 2a 1f 0c 77 2e 31-9a 44 6b 0e 8f 21 d3 5c"
+"""
+
+
 class LabWorld:
     def __init__(self, third: int | None = None) -> None:
         # vmnet1 and vmnet8 get 192.168.T.0/24 and 192.168.T+1.0/24 (only inside the desktop
@@ -290,6 +313,27 @@ class LabWorld:
     def state(self) -> dict:
         p = self.tmp / "state" / "state.json"
         return json.loads(p.read_text()) if p.exists() else {}
+
+    # ---- a VM the user installed (a fuller VM: Debian with sshd and dockerd) -----------------------------
+    def user_vm(self, name: str, authorized_key: str, *, os_release: str | None = None,
+                tools: bool = True, guest_os: str = "debian12-64") -> Path:
+        """A VM folder as Fusion/Workstation leaves it after an install (a path with a space):
+        ``NAME.vmx`` (ethernet0 on NAT, its generated MAC already written at first boot) and
+        ``NAME.vmdk``, whose "installed OS" is a fuller VM (tests/lab/fullvm.py) with user lab
+        and ``authorized_key``.  Stopped.  Returns the .vmx path."""
+        from tests.lab.fullvm import write_guest
+
+        folder = self.tmp / "Virtual Machines" / f"{name}.vmwarevm"
+        folder.mkdir(parents=True)
+        mac = "00:0c:29:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+        vmx = folder / f"{name}.vmx"
+        vmx.write_text(USER_VMX.format(name=name, mac=mac, guest_os=guest_os))
+        write_guest(folder / f"{name}.vmdk", hostname=name, authorized_keys=[authorized_key],
+                    os_release=os_release, tools=tools)
+        return vmx
+
+    def vmrun(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.desk_run([str(self.root / "usr/bin/vmrun"), *args], check=check)
 
     # ---- containers -------------------------------------------------------------------------------
     def busybox_tar(self) -> bytes:
