@@ -188,6 +188,61 @@ def test_route_watch_follows_events_live(lab_engine, tmp_path):
     assert table(lab, desk) == before
 
 
+def test_vpn_route_after_up_is_reported_once_and_left_alone(lab_engine, tmp_path):
+    """A VPN that connects after the routes exist (a tun device routing 172.16.0.0/12, as
+    corporate VPNs do): route watch says so once, with the fix, and never touches the route;
+    the boot unit's offline sync says it once too."""
+    lab, desk, vm, eng, d = lab_engine
+    assert d.labctl("route", "add", "--docker-host", eng.url).returncode == 0
+    log = tmp_path / "watch.log"
+    proc = lab.spawn(desk, ["env", *[f"{k}={v}" for k, v in d.env.items()],
+                            *d.argv("route", "watch", "--docker-host", eng.url, "--retry", "1",
+                                    "--check-routes", "0.3")], log)
+    try:
+        wait_for(lambda: "watching network events" in log.read_text(), 30, "watch to start")
+        time.sleep(1)
+        assert "overlaps" not in log.read_text()
+        lab.run(desk, ["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"])
+        lab.run(desk, ["ip", "link", "set", "tun0", "up"])
+        lab.run(desk, ["ip", "route", "add", "172.16.0.0/12", "dev", "tun0"])
+        wait_for(lambda: "overlaps" in log.read_text(), 10, "the overlap warning")
+        # later looks at the table and network events do not repeat it
+        eng.docker("network", "create", "--subnet", "10.206.0.0/24", "during-vpn")
+        wait_for(lambda: dests(lab, desk).get("10.206.0.0/24") == VM_IP, 20, "route to the new network")
+        time.sleep(1.5)
+        text = log.read_text()
+        warnings = [ln for ln in text.splitlines() if "overlaps" in ln]
+        assert len(warnings) == 1, text
+        assert ("172.16.0.0/12 dev tun0 (a VPN's, not labctl's) overlaps the lab's engine subnet "
+                "172.17.0.0/16") in warnings[0]
+        assert "fix: move" in warnings[0] and "labctl up --config lab.toml" in warnings[0]
+        assert "labctl leaves the VPN's route alone" in warnings[0]
+        # never fought: the VPN's route and labctl's more specific one both stay
+        routes = dests(lab, desk)
+        assert "172.16.0.0/12" in routes and routes["172.17.0.0/16"] == VM_IP
+        # the VPN disconnects and connects again: that is a new appearance, said once more
+        lab.run(desk, ["ip", "route", "del", "172.16.0.0/12", "dev", "tun0"])
+        time.sleep(1)
+        lab.run(desk, ["ip", "route", "add", "172.16.0.0/12", "dev", "tun0"])
+        wait_for(lambda: log.read_text().count("overlaps") == 2, 10, "the second warning")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    assert log.read_text().count("overlaps") == 2
+    eng.docker("network", "rm", "during-vpn")
+
+    # the boot unit's run: the overlap is said once, then remembered
+    first = d.labctl("route", "sync", "--offline")
+    assert first.returncode == 0, first.stderr
+    assert (first.stdout + first.stderr).count("(a VPN's, not labctl's) overlaps") == 1
+    again = d.labctl("route", "sync", "--offline")
+    assert again.returncode == 0, again.stderr
+    assert "overlaps" not in again.stdout + again.stderr
+    assert "172.16.0.0/12" in dests(lab, desk)
+    assert d.labctl("route", "rm", "--all").returncode == 0
+    assert "172.16.0.0/12" in dests(lab, desk)
+
+
 def test_route_add_100_subnets_is_one_fast_batch(lab_engine):
     lab, desk, vm, eng, d = lab_engine
     before = table(lab, desk)

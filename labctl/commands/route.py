@@ -205,8 +205,11 @@ def _sync_plan(paths, machine, via, docker_host, offline, facts=None):
     mine = service.records_for(paths, machine)
     if offline:
         wanted = [Wanted(r.destination, r.gateway, r.network) for r in mine]
-        return plan_add(paths, wanted, read_table(paths), records, machine or "",
+        table = read_table(paths)
+        plan = plan_add(paths, wanted, table, records, machine or "",
                         title="re-apply labctl's recorded routes")
+        _overlap_notes(paths, plan, table, records)
+        return plan
     gateway = service.resolve_via(paths, machine, via, docker_host)
     facts = facts or service.engine_facts(paths, machine, docker_host)
     wanted = service.wanted_from_networks(facts.networks, gateway)
@@ -214,6 +217,26 @@ def _sync_plan(paths, machine, via, docker_host, offline, facts=None):
     plan = plan_sync(paths, wanted, read_table(paths), mine, machine or "")
     plan.notes.extend(facts.notes)
     return plan
+
+
+def _overlap_notes(paths, plan, table, records) -> None:
+    """The boot unit's run: routes labctl did not make that overlap the lab (a VPN), each said
+    once while it lasts (what was said is kept in labctl's state)."""
+    from labctl import state as labstate
+    from labctl.routes.vpn import STATE_KEY, Reporter
+
+    said = labstate.load(paths).get(STATE_KEY) or []
+    reporter = Reporter(s for s in said if isinstance(s, str))
+    lines = reporter.new(table, records)
+    plan.notes = [n for n in plan.notes if "overlaps the VPN route" not in n] + lines
+    if reporter.said != set(said):
+        current = sorted(reporter.said)
+
+        def remember(state: dict) -> None:
+            state[STATE_KEY] = current
+
+        plan.add(labstate.update_step(paths, "remember the overlapping routes already reported",
+                                      remember))
 
 
 @app.command("rm")
@@ -257,14 +280,23 @@ def watch(
     via: str = VIA,
     docker_host: str = DOCKER_HOST,
     retry: float = typer.Option(5.0, "--retry", help="Seconds between reconnection attempts."),
+    check_routes: float = typer.Option(3.0, "--check-routes", help="Seconds between two looks at the "
+                                       "routing table for routes (a VPN's) overlapping the lab; 0: never."),
 ) -> None:
     """Follow the Engine's network events and keep the routes in sync (Ctrl-C stops).
+
+    A route labctl did not make that overlaps a lab subnet (a VPN connecting later) is reported
+    once, with the fix; labctl never touches it.
 
     Example: labctl route watch lab
     """
     from labctl.routes.watch import run_watch
 
-    run_watch(machine, via, docker_host, retry, _sync_plan)
+    if check_routes < 0:
+        from labctl.errors import InvalidInput
+
+        raise InvalidInput(f"--check-routes {check_routes:g}: expected seconds >= 0")
+    run_watch(machine, via, docker_host, retry, _sync_plan, check_routes)
 
 
 @app.command("persist")

@@ -1,10 +1,14 @@
 """``labctl route watch``: follow the Engine's network create/destroy events and sync the
-routes on each; reconnect (and re-sync) after the engine restarts; Ctrl-C ends it cleanly."""
+routes on each; reconnect (and re-sync) after the engine restarts; Ctrl-C ends it cleanly.
+Meanwhile it reads the routing table every few seconds and says once when a route it did not
+make (a VPN that connected later) overlaps a lab subnet, with the fix; it never touches that
+route."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,10 +17,11 @@ from labctl.errors import LabctlError
 from labctl.paths import Paths
 
 EVENT_READ_TIMEOUT = 30.0
+OVERLAP_CHECK = 3.0  # seconds between two looks at the routing table
 
 
 def run_watch(machine: str | None, via: str | None, docker_host: str | None, retry: float,
-              make_plan: Callable[..., Any]) -> None:
+              make_plan: Callable[..., Any], check_every: float = OVERLAP_CHECK) -> None:
     from labctl import engine, ui
     from labctl.commands.common import apply, changing
     from labctl.routes import service
@@ -29,8 +34,13 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
         # Ctrl-C waits until the batch and its records are done
         with guard.critical(), changing(paths, False):
             plan = make_plan(paths, machine, via, docker_host, False, facts)
-            plan.notes = [n for n in plan.notes if "nothing to do" not in n]
+            # overlaps with other routes are the table checker's to say, once
+            plan.notes = [n for n in plan.notes if "nothing to do" not in n
+                          and "overlaps the VPN route" not in n]
             apply(plan, paths, False)
+
+    checker = _OverlapChecker(paths, check_every)
+    checker.start()
 
     announced = False
     lost = False
@@ -74,8 +84,50 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
     except KeyboardInterrupt:
         ui.info("stopped watching")
     finally:
+        checker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _OverlapChecker:
+    """A daemon thread: every ``every`` seconds, the routing table against labctl's routes;
+    a route labctl did not make that overlaps a lab subnet is reported once while it lasts."""
+
+    def __init__(self, paths: Paths, every: float) -> None:
+        from labctl.routes.vpn import Reporter
+
+        self.paths = paths
+        self.every = every
+        self.reporter = Reporter()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="labctl-overlaps", daemon=True)
+
+    def start(self) -> None:
+        if self.every > 0:
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=self.every + 5)
+
+    def check(self) -> list[str]:
+        from labctl.routes import records
+        from labctl.routes.tables import read_table
+
+        return self.reporter.new(read_table(self.paths, quick=True), records.load(self.paths))
+
+    def _run(self) -> None:
+        from labctl import ui
+
+        while True:
+            try:
+                for line in self.check():
+                    ui.info(line)
+            except Exception:  # noqa: BLE001 - a failed look is retried at the next tick
+                pass
+            if self.done.wait(self.every):
+                return
 
 
 def _idle_timeout(exc: BaseException) -> bool:
