@@ -109,3 +109,26 @@ def test_up_down_bad_input_exits_2(fusion_root, args):
     r = labctl(*args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("labctl: error:") and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("platform,fix", [
+    ("darwin", "install VMware Fusion"),
+    ("linux", "sudo vmware-networks --start"),
+])
+def test_missing_vmware_is_a_precondition_with_the_fix(tmp_path, platform, fix):
+    """No VMware networking file under LABCTL_ROOT: VMware is not installed (or never ran)."""
+    env = {"LABCTL_ROOT": str(tmp_path), "LABCTL_PLATFORM": platform,
+           "LABCTL_STATE_DIR": str(tmp_path / "state")}
+    for cmd in (["vmnet", "ls"], ["dhcp", "ls"],
+                ["dhcp", "reserve", "lab", "--mac", "00:50:56:2a:bb:cc", "--dry-run"]):
+        r = labctl(*cmd, env=env)
+        assert r.returncode == 3, (cmd, r.stderr)
+        assert "networking file not found" in r.stderr and fix in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_missing_dhcpd_conf_says_how_vmware_writes_it(fusion_root):
+    (fusion_root / "Library/Preferences/VMware Fusion/vmnet1/dhcpd.conf").unlink()
+    r = labctl("dhcp", "ls", "--vmnet", "vmnet1")
+    assert r.returncode == 3, r.stderr
+    assert "vmnet1 dhcpd.conf not found" in r.stderr and "vmnet-cli' --configure" in r.stderr

@@ -149,3 +149,29 @@ def test_templates_render_from_installed_wheel(dists, tmp_path):
     steps = json.loads(proc.stdout)
     assert any("`pam_tally2 --reset --user root`" in s["do"] for s in steps)
     assert not any("faillock" in s["do"] for s in steps)
+
+
+def test_every_environment_variable_labctl_reads_is_in_the_readme():
+    pattern = re.compile(r"""(?:environ|env|values)(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]+)["']""")
+    named = set()
+    for path in (REPO / "labctl").rglob("*.py"):
+        text = path.read_text()
+        named |= set(pattern.findall(text)) | set(re.findall(r"\bLABCTL_[A-Z_]+\b", text))
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Environment variables"):]
+    section = section[:section.index("\n## ", 1)]
+    missing = sorted(v for v in named if f"`{v}" not in section)
+    assert not missing, f"not in the README's environment table: {missing}"
+    assert {"LABCTL_ROOT", "DOCKER_HOST", "MACHINE_STORAGE_PATH"} <= named  # the scan works
+
+
+def test_example_lab_toml_is_valid_and_shipped(dists):
+    from labctl import labspec
+
+    for platform in ("darwin", "linux"):
+        spec = labspec.load(REPO / "examples" / "lab.toml", platform)
+        assert [m.name for m in spec.machines] == ["lab", "lab2"]
+    assert "labctl/examples/lab.toml" in zipfile.ZipFile(dists["wheel"]).namelist()
+    with tarfile.open(dists["sdist"]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"examples/lab.toml", "CHANGELOG.md"} <= names

@@ -14,14 +14,36 @@ from labctl.vmware.dhcpd import DhcpdConf
 from labctl.vmware.networking import NetworkingFile, Vmnet
 from labctl.vmware.text import read
 
+VMWARE_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
+
+
+def install_or_start(paths: Paths) -> str:
+    """The fix when VMware's own files are missing: it is not installed, or never ran."""
+    if paths.platform == "darwin":
+        return (f"install VMware Fusion ({VMWARE_URL}) and start it once, so that it writes its "
+                "network configuration")
+    return (f"install VMware Workstation ({VMWARE_URL}), then start its networking once: "
+            "sudo vmware-networks --start")
+
 
 def read_networking(paths: Paths) -> tuple[bytes, NetworkingFile]:
-    data = read(paths.networking, f"{paths.product} networking file")
+    data = read(paths.networking, f"{paths.product} networking file", missing=install_or_start(paths))
     return data, NetworkingFile.parse(data)
 
 
 def read_dhcpd(paths: Paths, vmnet: int) -> tuple[bytes, DhcpdConf]:
-    data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf")
+    restart = ("'/Applications/VMware Fusion.app/Contents/Library/vmnet-cli' --configure"
+               if paths.platform == "darwin" else "vmware-networks --start")
+    try:
+        data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf",
+                    missing=f"{paths.product} writes it when its networking starts: sudo {restart}")
+    except PreconditionMissing as exc:
+        if paths.networking.is_file():
+            _, net = read_networking(paths)
+            if vmnet not in net.vmnets:  # not VMware's doing: there is no such vmnet
+                raise InvalidInput(f"there is no vmnet{vmnet} ({exc.message})",
+                                   "see the vmnets with: labctl vmnet ls") from exc
+        raise
     return data, DhcpdConf.parse(data)
 
 
