@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,94 @@ def test_persist_darwin_plist(tmp_path):
     assert doc["ProgramArguments"][-4:] == ["route", "sync", "lab", "--offline"]
     assert doc["EnvironmentVariables"]["LABCTL_PLATFORM"] == "darwin"
     assert (tmp_path / "launchctl.log").read_text().split() == ["bootstrap", "system", str(plist)]
+
+
+class _Engine:
+    """An Engine API on a unix socket that answers /version and /networks with a recorded
+    Engine 20.10 inspect, and ends every /events stream at once (as an engine or a proxy that
+    drops the stream does); it counts the /events requests."""
+
+    def __init__(self, sock: Path) -> None:
+        import socketserver
+        import threading
+        from http.server import BaseHTTPRequestHandler
+
+        recorded = json.loads((REPO / "tests/data/routes/engine-20.10-network-inspect.json").read_text())
+        self.events = 0
+        engine = self
+
+        class Api(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def address_string(self):
+                return "unix"
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                if path.endswith("/events"):
+                    engine.events += 1
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"0\r\n\r\n")  # the stream ends before any event
+                    return
+                if path.endswith("/version"):
+                    body = {"Version": recorded["engine_version"], "ApiVersion": "1.41",
+                            "MinAPIVersion": "1.12", "Os": "linux", "Arch": "amd64"}
+                elif path.endswith("/networks"):
+                    body = recorded["networks"]
+                else:
+                    body = {"message": "page not found"}
+                data = json.dumps(body).encode()
+                self.send_response(200 if "message" not in body else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = socketserver.ThreadingUnixStreamServer(str(sock), Api)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_watch_backs_off_when_the_event_stream_ends_at_once(linux_root, tmp_path):
+    """--retry 0.5 over 4 s: waits of 0.5, 1, 2 s between attempts (not one request after
+    another), and each warning is printed once."""
+    import signal
+
+    # labctl's routes to both networks are in place: each sync has nothing to do
+    table = [*IP_TABLE, {"dst": "10.201.0.0/24", "gateway": "192.168.99.100", "dev": "vmnet2", "flags": []}]
+    (linux_root / "sbin" / "ip").write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(table)}\nEOF\n")
+    (tmp_path / "state" / "state.json").write_text(json.dumps({"version": 1, "routes": [
+        {"destination": d, "gateway": "192.168.99.100", "machine": "", "network": n,
+         "created": "2026-01-01T00:00:00Z"} for d, n in (("172.17.0.0/16", "bridge"),
+                                                         ("10.201.0.0/24", "labnet"))]}))
+    sock = tmp_path / "engine.sock"
+    eng = _Engine(sock)
+    full = {**os.environ, "PYTHONPATH": str(REPO), **labctl_env(linux_root)}
+    full.pop("DOCKER_HOST", None)
+    proc = subprocess.Popen([sys.executable, "-m", "labctl", "route", "watch", "--via", "192.168.99.100",
+                             "--docker-host", f"unix://{sock}", "--retry", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full, cwd=REPO)
+    try:
+        time.sleep(4.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        eng.close()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 0, err
+    assert 2 <= eng.events <= 4, (eng.events, err)  # at 0, 0.5, 1.5, 3.5 s
+    assert sum("ended its event stream at once" in ln for ln in lines) == 1, err
+    assert len(lines) == len(set(lines)), err  # no line repeated
+    assert lines[-1] == "stopped watching"

@@ -18,6 +18,7 @@ from labctl.paths import Paths
 
 EVENT_READ_TIMEOUT = 30.0
 OVERLAP_CHECK = 3.0  # seconds between two looks at the routing table
+MAX_BACKOFF = 60.0  # the longest wait between two reconnection attempts
 
 
 def run_watch(machine: str | None, via: str | None, docker_host: str | None, retry: float,
@@ -28,6 +29,9 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
 
     paths = Paths.detect()
     guard = _Guard()
+    notes = _Once()  # a plan's note is printed once per run
+    once = _Once()  # a failure that repeats is printed once, until the engine is healthy again
+    backoff = _Backoff(retry)
     previous = {sig: signal.signal(sig, guard.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def sync(facts: service.EngineFacts) -> None:
@@ -36,7 +40,7 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
             plan = make_plan(paths, machine, via, docker_host, False, facts)
             # overlaps with other routes are the table checker's to say, once
             plan.notes = [n for n in plan.notes if "nothing to do" not in n
-                          and "overlaps the VPN route" not in n]
+                          and "overlaps the VPN route" not in n and notes.first(n)]
             apply(plan, paths, False)
 
     checker = _OverlapChecker(paths, check_every)
@@ -46,6 +50,7 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
     lost = False
     try:
         while True:
+            opened: float | None = None  # when the event stream opened
             try:
                 target = engine.resolve_target(paths, machine, docker_host)
                 client = engine.connect(target, timeout=EVENT_READ_TIMEOUT)
@@ -55,12 +60,17 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
                 if not announced:
                     ui.info(f"watching network events at {target.url} (Ctrl-C to stop)")
                     announced = True
-                elif lost:
+                elif lost and once.first(f"reconnected to {target.url}"):
                     ui.info(f"reconnected to {target.url}")
                 lost = False
+                opened = time.monotonic()
+                events = 0
                 stream = engine.events(client, since=int(since))
                 try:  # the stream ends (StopIteration) on an idle timeout or a broken connection
                     for event in stream:
+                        events += 1
+                        backoff.reset()
+                        once.clear()
                         action = event.get("Action") or event.get("status")
                         name = (event.get("Actor") or {}).get("Attributes", {}).get("name", "?")
                         ui.info(f"network {name}: {action}")
@@ -70,17 +80,24 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
                         stream.close()
                     with contextlib.suppress(Exception):
                         client.close()
+                if not events and time.monotonic() - opened < backoff.base:
+                    raise _StreamEnded("the engine ended its event stream at once")
+                backoff.reset()  # an idle timeout after a healthy while: reconnect now
+                once.clear()
             except LabctlError as exc:
                 lost = True
-                ui.info(f"labctl: {exc.message}; retrying in {retry:g} s")
-                time.sleep(retry)
+                _retry(ui, once, backoff, f"labctl: {exc.message}")
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # the event stream broke: engine restarted or idle timeout
                 lost = True
-                if not _idle_timeout(exc):
-                    ui.info(f"labctl: lost the engine ({type(exc).__name__}); reconnecting in {retry:g} s")
-                    time.sleep(retry)
+                if isinstance(exc, _StreamEnded):
+                    _retry(ui, once, backoff, f"labctl: {exc}")
+                elif (_idle_timeout(exc) and opened is not None
+                      and time.monotonic() - opened >= backoff.base):
+                    backoff.reset()  # quiet for EVENT_READ_TIMEOUT: reconnect at once
+                else:
+                    _retry(ui, once, backoff, f"labctl: lost the engine ({type(exc).__name__})")
     except KeyboardInterrupt:
         ui.info("stopped watching")
     finally:
@@ -128,6 +145,52 @@ class _OverlapChecker:
                 pass
             if self.done.wait(self.every):
                 return
+
+
+class _StreamEnded(Exception):
+    """The event stream ended before it delivered anything (not an idle timeout)."""
+
+
+class _Once:
+    """Say a warning the first time only, until :meth:`clear` (e.g. after a reconnection)."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def first(self, text: str) -> bool:
+        if text in self.said:
+            return False
+        self.said.add(text)
+        return True
+
+    def clear(self) -> None:
+        self.said.clear()
+
+
+class _Backoff:
+    """Waits between attempts: ``--retry`` seconds first, doubled after each failure in a
+    row up to ``MAX_BACKOFF`` (or --retry when that is longer); reset by a healthy stream."""
+
+    def __init__(self, base: float) -> None:
+        self.base = max(base, 0.05)
+        self.limit = max(self.base, MAX_BACKOFF)
+        self.delay = self.base
+
+    def reset(self) -> None:
+        self.delay = self.base
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.limit)
+        return delay
+
+
+def _retry(ui: Any, once: _Once, backoff: _Backoff, why: str) -> None:
+    delay = backoff.next()
+    if once.first(why):
+        ui.info(f"{why}; retrying in {delay:g} s, then less often (up to every {backoff.limit:g} s) "
+                "while it lasts")
+    time.sleep(delay)
 
 
 def _idle_timeout(exc: BaseException) -> bool:
