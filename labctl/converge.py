@@ -269,15 +269,16 @@ class Converger:
             return False
         from labctl.machine import create_argv
 
+        engine_opts = [*nets.engine_opts(), *m.engine_opts]
         argv = [str(self.dm.binary), *create_argv(
             m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
-            engine_opts=nets.engine_opts())]
+            engine_opts=engine_opts)]
         from labctl.plan import Command
 
         def create() -> None:
             try:
                 self.dm.create(m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
-                               engine_opts=nets.engine_opts())
+                               engine_opts=engine_opts)
                 self._states[m.name] = "Running"  # docker-machine create leaves it running
             except LabctlError:
                 self._states.pop(m.name, None)
@@ -440,6 +441,60 @@ class Converger:
         self.do(plan)
         return [f"{w.destination} via {w.gateway}" for w in wanted]
 
+    def vm_facts(self, name: str) -> Any:
+        """The VM's firewall and boot files (one ``docker-machine ssh``; labctl.vmpath)."""
+        from labctl import vmpath
+
+        out = self.dm.ssh(name, vmpath.probe_script(), timeout=30).stdout
+        return vmpath.parse_probe(out)
+
+    def _vm_ssh(self, name: str) -> Any:
+        return lambda command: self.dm.ssh(name, command, timeout=60)
+
+    def ensure_vm_path(self, name: str, ip: str, vmnet: int) -> dict[str, Any] | None:
+        """The VM forwards what the desktop routes to its containers: labctl's DOCKER-USER rule
+        for the vmnet's subnet on the NIC holding the fixed IP, now and at every boot
+        (labctl.vmpath explains why real Docker hosts need it)."""
+        from labctl import vmpath
+        from labctl.vmware import facts
+
+        _, nf = facts.read_networking(self.paths)
+        v = nf.get(vmnet)
+        subnet = v.network if v is not None else None
+        if subnet is None:
+            subnet = ipaddress.IPv4Network(f"{ip}/24", strict=False)
+        try:
+            vf = self.vm_facts(name)
+        except LabctlError:
+            if self.dry_run:
+                self.show_plan(f"then: accept traffic from {subnet} on {name}'s lab NIC in "
+                               f"{vmpath.CHAIN} (now, and at every boot)")
+                return None
+            raise
+        plan, rule = vmpath.plan_open(name, vf, ip, subnet, self._vm_ssh(name), str(self.dm.binary))
+        if rule is None and self.dry_run:
+            self.show_plan(f"then: accept traffic from {subnet} on the NIC of {name} that holds {ip} "
+                           f"in {vmpath.CHAIN} (now, and at every boot)")
+            return None
+        self.do(plan)
+        if rule is None:
+            return None
+        return {"iface": rule.iface, "subnet": str(rule.source), "init": vf.init}
+
+    def close_vm_path(self, name: str, rec: dict[str, Any]) -> None:
+        from labctl import vmpath
+
+        rule = vmpath.rule_from_record(rec)
+        if rule is None:
+            return
+        try:
+            vf = self.vm_facts(name)
+        except LabctlError as exc:
+            self.say(f"note: {name}'s firewall rule was not removed (the VM did not answer: "
+                     f"{exc.message}); it goes with the VM, or run labctl down {name} again")
+            return
+        self.do(vmpath.plan_close(name, vf, rule, self._vm_ssh(name), str(self.dm.binary)))
+
     def ensure_persist(self, name: str, gateway: str, vmnet: int) -> None:
         """The launchd daemon / systemd unit that re-applies the routes at boot and whenever the
         vmnet's host interface (found by subnet: vmnetN, or bridge10x on macOS 11+) comes up
@@ -507,7 +562,8 @@ class Converger:
             created = self.ensure_machine(m, nets)
             if self.dry_run and created:
                 self.show_plan(f"then: add ethernet1 on vmnet{vmnet} to {m.name}'s .vmx (VM stopped), "
-                               "reserve its MAC, start it, add routes and a docker context")
+                               "reserve its MAC, start it, accept traffic from the vmnet in its "
+                               "DOCKER-USER chain (now and at boot), add routes and a docker context")
                 report.vmnet = vmnet
                 report.changes = self.changes - before
                 return report
@@ -518,8 +574,9 @@ class Converger:
             created = self.ensure_machine(m, nets)
             if self.dry_run and created:
                 self.show_plan(f"then: reserve {m.name}'s ethernet0 MAC on its vmnet, restart it, "
-                               "regenerate its certificates if its address changed, add routes and a "
-                               "docker context")
+                               "regenerate its certificates if its address changed, accept traffic "
+                               "from the vmnet in its DOCKER-USER chain (now and at boot), add routes "
+                               "and a docker context")
                 report.changes = self.changes - before
                 return report
             if not self.dry_run and self.machine_state(m.name) != "Running":
@@ -536,6 +593,7 @@ class Converger:
                     self.dm.regenerate_certs(m.name, force=True)
                 self.changes += 1
         report.vmnet, report.mac, report.fixed_ip = vmnet, mac, ip
+        firewall = self.ensure_vm_path(m.name, ip, vmnet)
         report.routes = self.ensure_routes(m, ip)
         if self.persist:
             self.ensure_persist(m.name, ip, vmnet)
@@ -543,6 +601,8 @@ class Converger:
         record = {"vmnet": vmnet, "mac": mac, "ip": ip, "nic": m.nic,
                   "vmx": str(self.dm.vmx_path(m.name)), "driver": m.driver,
                   "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
+        if firewall is not None:
+            record["firewall"] = firewall
         st = labstate.load(self.paths)
         have = st.get("machines", {}).get(m.name, {})
         if any(have.get(k) != v for k, v in record.items()):
@@ -631,6 +691,14 @@ class Converger:
             except LabctlError as exc:
                 self.say(f"note: reservation for {name} not released: {exc.message}")
         exists = self.dm.exists(name)
+        # the VM-side firewall rule (goes with a VM labctl removes; otherwise removed here)
+        removing_vm = not keep_vm and rec.get("created_by_labctl", False)
+        if exists and not removing_vm and rec.get("firewall"):
+            if self.machine_state(name) == "Running":
+                self.close_vm_path(name, rec)
+            else:
+                self.say(f"note: {name} is stopped, so labctl's firewall rule stays in its "
+                         "bootsync.sh; start it and run labctl down again to remove it")
         # the NIC (only matters when the VM stays)
         if keep_vm and exists and rec.get("nic") == "dedicated" and rec.get("mac"):
             from labctl import nic

@@ -70,10 +70,14 @@ DEFAULT_RANGES: tuple[IPv4Network, ...] = (
 BLOCK_PREFIX = 16  # the bip and the pool base are one /16 each
 
 MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool",
-                "vmx", "ssh_user", "ssh_key")
-DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ssh_user", "ssh_key")
+                "vmx", "ssh_user", "ssh_key", "engine_opts")
+DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ssh_user", "ssh_key",
+                "engine_opts")
 SIZE_KEYS = ("cpus", "memory", "disk")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# a dockerd flag for --engine-opt: name=value, nothing a shell or a unit file could misread
+_ENGINE_OPT = re.compile(r"[a-z][a-z0-9-]{0,63}=[A-Za-z0-9._:/,=@+-]{1,256}")
+_OWN_OPTS = ("bip", "default-address-pool")  # labctl allocates these (bip/pool keys)
 ENGINE_KEYS = ("ranges", "pool_size")
 TOP_KEYS = ("defaults", "engine", "machine")
 
@@ -94,6 +98,7 @@ class MachineSpec:
     vmx: Path | None = None  # adopt this VM (driver generic) instead of creating one
     ssh_user: str | None = None  # adopt: the VM's user with passwordless sudo (None: login name)
     ssh_key: Path | None = None  # adopt: its private key (None: ~/.ssh/id_ed25519 or id_rsa)
+    engine_opts: tuple[str, ...] = ()  # extra dockerd flags for a new machine (--engine-opt)
 
     @property
     def adopting(self) -> bool:
@@ -235,6 +240,24 @@ def _bip(ctx: _Ctx, value: Any) -> IPv4Interface | None:
     return iface
 
 
+def _engine_opts(ctx: _Ctx, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ctx.fail("engine_opts", f"expected a list of dockerd flags, got {value!r}")
+    out = []
+    for opt in value:
+        if not isinstance(opt, str) or not _ENGINE_OPT.fullmatch(opt.removeprefix("--")):
+            raise ctx.fail("engine_opts", f"{opt!r} is not a dockerd flag=value like "
+                                          "allow-direct-routing=true or log-level=debug")
+        opt = opt.removeprefix("--")
+        if opt.split("=", 1)[0] in _OWN_OPTS:
+            raise ctx.fail("engine_opts", f"{opt.split('=', 1)[0]} is labctl's to choose",
+                           "set bip / pool instead")
+        out.append(opt)
+    return tuple(out)
+
+
 def _check_keys(where: str, table: Any, allowed: Sequence[str]) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise InvalidInput(f"{where}: expected a table, got {type(table).__name__}")
@@ -318,6 +341,7 @@ def machine_spec(raw: dict[str, Any], where: str, platform: str,
         vmx=vmx,
         ssh_user=ssh_user,
         ssh_key=ssh_key,
+        engine_opts=_engine_opts(ctx, raw.get("engine_opts")),
     )
 
 
@@ -347,12 +371,13 @@ def from_flags(platform: str, name: str | None = None, *, driver: str | None = N
                cpus: int | None = None, memory: int | None = None, disk: int | None = None,
                nic: str | None = None, vmnet: str | None = None, subnet: str | None = None,
                ip: str | None = None, vmx: str | None = None, ssh_user: str | None = None,
-               ssh_key: str | None = None) -> LabSpec:
+               ssh_key: str | None = None, engine_opts: Sequence[str] | None = None) -> LabSpec:
     """The single machine of ``labctl up [NAME] --driver … --cpus …`` (None = default)."""
     raw: dict[str, Any] = {"name": name or DEFAULT_NAME}
     for key, value in (("driver", driver), ("cpus", cpus), ("memory", memory), ("disk", disk),
                        ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip),
-                       ("vmx", vmx), ("ssh_user", ssh_user), ("ssh_key", ssh_key)):
+                       ("vmx", vmx), ("ssh_user", ssh_user), ("ssh_key", ssh_key),
+                       ("engine_opts", list(engine_opts) if engine_opts else None)):
         if value is not None:
             raw[key] = value
     return LabSpec(machines=(machine_spec(raw, "flags", platform),))

@@ -67,6 +67,7 @@ fi
         assert lab.dhclient(self.vm, "eth1") == IP, lab.dhclient_log(self.vm, "eth1")
         self.engine = DockerEngine(lab, self.vm, IP)
         self.engine.start()
+        self.engine.open_path("eth1", "192.168.99.0/24")  # labctl up's VM-side rule
         self.engine.import_busybox()
         _, self.container_ip = self.engine.run_httpd(name="web")
         mdir = w.store / "machines/lab"

@@ -100,6 +100,14 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
     assert r.returncode == 0, r.stderr
     routes = dests(lab, desk)
     assert routes["172.17.0.0/16"] == VM_IP and routes["10.201.0.0/24"] == VM_IP
+    # routes alone are not enough on a real Docker host: FORWARD is DROP (forwarding was off
+    # when dockerd started) and only published ports pass ...
+    policy = eng.iptables("-S", "FORWARD").stdout.splitlines()[0]
+    assert policy == "-P FORWARD DROP"
+    assert reachable(lab, desk, ip_bridge) == (False, False)
+    assert reachable(lab, desk, ip_user) == (False, False)
+    # ... until the VM accepts what comes from the vmnet on its lab NIC (what `labctl up` adds)
+    eng.open_path("eth1", "192.168.99.0/24")
     assert reachable(lab, desk, ip_bridge) == (True, True)
     assert reachable(lab, desk, ip_user) == (True, True)
 
@@ -155,6 +163,7 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
 
 def test_route_watch_follows_events_live(lab_engine, tmp_path):
     lab, desk, vm, eng, d = lab_engine
+    eng.open_path("eth1", "192.168.99.0/24")
     before = table(lab, desk)
     log = tmp_path / "watch.log"
     proc = lab.spawn(desk, ["env", *[f"{k}={v}" for k, v in d.env.items()],
@@ -294,6 +303,7 @@ def test_route_add_by_machine_name(tmp_path):
         for name in ("ca.pem", "cert.pem", "key.pem"):  # what provisioning copies for real drivers
             (store / "machines" / "lab" / name).write_bytes((store / "certs" / name).read_bytes())
         eng.import_busybox()
+        eng.open_path("eth1", "192.168.99.0/24")
         _, ip = eng.run_httpd()
         before = table(lab, desk)
         r = lab.run(desk, [sys.executable, "-m", "labctl", "route", "add", "lab"], check=False,

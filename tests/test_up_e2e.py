@@ -13,6 +13,7 @@ with ``LABCTL_TIMINGS=FILE``, to FILE (one JSON line per measurement).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -349,3 +350,113 @@ def test_vmrun_standin_lists_running_vms(world):
     assert world.docker_machine("status", name).stdout.strip() == "Running"
     assert world.docker_machine("rm", "-y", name).returncode == 0
     assert world.vm_namespaces() == []
+
+
+# ---- the VM's firewall: containers reachable on the real (strict) Docker host ---------------------
+def vm_sh(world: LabWorld, name: str, command: str, env: dict[str, str] | None = None) -> str:
+    r = world.docker_machine("ssh", name, command, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def answers(world: LabWorld, ip: str) -> tuple[bool, bool]:
+    """(ICMP, TCP to the unpublished port 80) from the desktop, one quick try each."""
+    ping = world.desk_run(["ping", "-c", "1", "-W", "2", ip], timeout=30).returncode == 0
+    curl = world.desk_run(["curl", "-sS", "--max-time", "3", f"http://{ip}/"], timeout=30)
+    return ping, curl.returncode == 0 and "labctl-lab-httpd-ok" in curl.stdout
+
+
+def doctor_check(world: LabWorld, name: str, check: str, env: dict[str, str] | None = None) -> dict:
+    r = world.labctl("doctor", name, "--check", check, "--json", env=env)
+    data = json.loads(r.stdout)
+    return next(c for c in data["checks"] if c["id"] == check)
+
+
+def test_vm_firewall_opened_persisted_and_diagnosed(world):
+    """boot2docker's FORWARD DROP: routes alone reach nothing unpublished; labctl's DOCKER-USER
+    rule (now and in bootsync.sh) opens exactly the vmnet's path, survives a VM reboot, is
+    diagnosed by doctor and goes with down."""
+    from labctl import vmpath
+
+    name = "fw"
+    before = snapshot(world)
+    up = world.labctl("up", name, "--yes")
+    assert up.returncode == 0, up.stdout + up.stderr
+    rec = world.state()["machines"][name]
+    fw = rec["firewall"]
+    assert fw["init"] == "boot2docker" and fw["iface"] == "eth1"
+    assert fw["subnet"] == str(ipaddress.IPv4Network(f"{rec['ip']}/24", strict=False))
+    rules = vm_sh(world, name, "sudo iptables -S")
+    assert "-P FORWARD DROP" in rules.splitlines()  # as strict as boot2docker
+    assert f"-A DOCKER-USER -s {fw['subnet']} -i eth1 -j ACCEPT" in rules.splitlines()
+    assert vmpath.begin_marker(name) in vm_sh(world, name, "cat /var/lib/boot2docker/bootsync.sh")
+
+    cid, ip = world.run_httpd(name)  # port 80 is NOT published
+    ok, detail = world.reachable(ip)
+    assert ok, detail
+    assert doctor_check(world, name, "forwarding.firewall")["status"] == "ok"
+
+    # the fix withheld: the unpublished port times out (as on a real boot2docker VM) ...
+    vm_sh(world, name, f"sudo iptables -D DOCKER-USER -i eth1 -s {fw['subnet']} -j ACCEPT")
+    assert answers(world, ip) == (False, False)
+    red = doctor_check(world, name, "forwarding.firewall")
+    assert red["status"] == "fail" and "FORWARD policy DROP" in red["detail"], red
+    assert red["fix"] == f"labctl up {name}"
+    # ... and the printed fix puts it back, without touching the network or the VM
+    calls = world.calls()
+    again = world.labctl("up", name, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert world.calls() == calls
+    assert answers(world, ip) == (True, True)
+    assert doctor_check(world, name, "forwarding.firewall")["status"] == "ok"
+
+    # a VM reboot: forwarding off again, bootsync.sh runs before dockerd, as boot2docker does
+    assert world.docker_machine("stop", name).returncode == 0
+    assert world.docker_machine("start", name).returncode == 0
+    assert vm_sh(world, name, "cat /proc/sys/net/ipv4/ip_forward").strip() == "1"  # dockerd's doing
+    rules = vm_sh(world, name, "sudo iptables -S").splitlines()
+    assert "-P FORWARD DROP" in rules
+    assert f"-A DOCKER-USER -s {fw['subnet']} -i eth1 -j ACCEPT" in rules
+    world.docker("--context", name, "start", cid)
+    data = json.loads(world.docker("--context", name, "inspect", cid).stdout)[0]
+    ip = next(iter(data["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    ok, detail = world.reachable(ip)
+    assert ok, detail
+
+    down = world.labctl("down", name)
+    assert down.returncode == 0, down.stderr
+    assert_clean(world, before)
+
+
+def test_engine_28_model_needs_direct_routing(world):
+    """The MODEL of Engine >= 28 (tests/lab/vmhook.py): FORWARD stays ACCEPT, but the engine's
+    own drops stop routed traffic; doctor names the daemon option, and with it (plus labctl's
+    DOCKER-USER rule) containers answer on unpublished ports."""
+    env = {"LABCTL_VMHOOK_ENGINE_MODEL": "28"}
+    name = "e28"
+    before = snapshot(world)
+    up = world.labctl("up", name, "--yes", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    _, ip = world.run_httpd(name)
+    rules = vm_sh(world, name, "sudo iptables -S", env=env).splitlines()
+    assert "-P FORWARD ACCEPT" in rules and "-A DOCKER ! -i docker0 -o docker0 -j DROP" in rules
+    assert answers(world, ip) == (False, False)
+    red = doctor_check(world, name, "forwarding.firewall", env=env)
+    assert red["status"] == "fail" and "raw PREROUTING" in red["detail"], red
+    assert "--engine-opt allow-direct-routing=true" in red["fix"]
+    assert world.labctl("down", name, env=env).returncode == 0
+
+    up = world.labctl("up", name, "--yes", "--engine-opt", "allow-direct-routing=true",
+                     env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    _, ip = world.run_httpd(name)
+    ok, detail = world.reachable(ip)
+    assert ok, detail
+    assert doctor_check(world, name, "forwarding.firewall", env=env)["status"] == "ok"
+    # without labctl's rule Engine 28's DOCKER-chain drop stops it, FORWARD ACCEPT or not
+    subnet = world.state()["machines"][name]["firewall"]["subnet"]
+    vm_sh(world, name, f"sudo iptables -D DOCKER-USER -i eth1 -s {subnet} -j ACCEPT", env=env)
+    assert answers(world, ip) == (False, False)
+    assert doctor_check(world, name, "forwarding.firewall", env=env)["status"] == "fail"
+    assert world.labctl("down", name, env=env).returncode == 0
+    assert_clean(world, before)

@@ -50,6 +50,10 @@ def up(
                                  "(default: your login name)."),
     ssh_key: str = typer.Option(None, "--ssh-key", help="--adopt: that user's private key "
                                 "(default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa)."),
+    engine_opt: list[str] = typer.Option(None, "--engine-opt", metavar="FLAG[=VALUE]",
+                                         help="An extra dockerd flag for a new machine, e.g. "
+                                              "allow-direct-routing=true (Engine >= 28.2); "
+                                              "repeatable."),
     persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
                                  "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
@@ -80,7 +84,7 @@ def up(
         conv.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic, adopt,
-                                       ssh_user, ssh_key)):
+                                       ssh_user, ssh_key)) or engine_opt:
             from labctl.errors import InvalidInput
 
             raise InvalidInput("--config describes the machines; leave out the per-machine flags")
@@ -91,7 +95,7 @@ def up(
         spec = labspec.from_flags(paths.platform, name, driver=driver, cpus=cpus, memory=memory,
                                   disk=disk, nic=nic, vmnet=None if vmnet == "auto" else vmnet,
                                   subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
-                                  ssh_user=ssh_user, ssh_key=ssh_key)
+                                  ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None)
     conv.preflight(spec)  # read-only, before the lock: a refusal leaves no trace at all
     with changing(paths, dry_run):
         reports = conv.up(spec, preflight=False)

@@ -239,6 +239,13 @@ class Context(Facts):
     def engine_target(self, name: str | None = None) -> Any:
         return super().engine_target(name or self.record().name)
 
+    @probe
+    def vm_firewall(self) -> Any:
+        """The VM's firewall and boot files (labctl.vmpath's one-ssh probe, parsed)."""
+        from labctl import vmpath
+
+        return vmpath.parse_probe(self.ssh(vmpath.probe_script()).stdout)
+
     def engine(self, name: str | None = None) -> Any:
         return super().engine(name or self.record().name)
 

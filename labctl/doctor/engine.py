@@ -83,13 +83,13 @@ def _targets(containers: list[dict[str, Any]]) -> list[tuple[str, str, int | Non
 
 
 @check("end-to-end.tcp", "A container answers by IP",
-       requires=("engine.reachable", "routes.labctl", "forwarding.ip_forward"))
+       requires=("engine.reachable", "routes.labctl", "forwarding.ip_forward", "forwarding.firewall"))
 def end_to_end(ctx: Context) -> Result:
     name = ctx.record().name
     targets = _targets(ctx.containers())
     if not targets:
-        return skip(f"no container runs; to test: docker run -d --name web -p 80 nginx, then "
-                    f"labctl doctor {name} --check end-to-end.tcp")
+        return skip(f"no container runs; to test with a throw-away one on an unpublished port: "
+                    f"labctl doctor {name} --probe")
     # a declared port if any; else port 80: a refused connection proves the route as well
     cname, ip, port = next((t for t in targets if t[2] is not None), targets[0])
     port = port or 80
@@ -102,6 +102,5 @@ def end_to_end(ctx: Context) -> Result:
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         return fail(f"TCP {ip}:{port} ({cname}) {why}",
-                    f"check the layers above; if they are all ok, Engine >= 28 may drop routed traffic "
-                    f"to unpublished ports: labctl doctor {name} --check engine.gateway_mode")
+                    f"labctl up {name}  (it re-opens the VM's firewall); then labctl doctor {name} --probe")
     return ok(f"TCP {ip}:{port} ({cname}) connected")

@@ -74,3 +74,47 @@ def ip_forward(ctx: Context) -> Result:
     if value == "0":
         return fail("net.ipv4.ip_forward = 0: the VM drops routed traffic to its containers", fix)
     return warn(f"cannot read net.ipv4.ip_forward in the VM (it said {value!r})", fix)
+
+
+@check("forwarding.firewall", "VM firewall lets the desktop's traffic in",
+       requires=("machine.running", "reservation.ip"))
+def firewall(ctx: Context) -> Result:
+    """boot2docker sets FORWARD to DROP when dockerd turns forwarding on; Engine >= 28 drops
+    routed traffic to unpublished ports: labctl's DOCKER-USER rule is what lets the desktop in."""
+    from labctl import vmpath
+
+    rec = ctx.record()
+    host = ctx.reservation()
+    v = ctx.vmnet()
+    fix = f"labctl up {shlex.quote(rec.name)}"
+    facts = ctx.vm_firewall()
+    if not facts.iptables_ok:
+        return warn("cannot read the VM's iptables (sudo iptables -S FORWARD gave no policy)",
+                    f"docker-machine ssh {shlex.quote(rec.name)} sudo iptables -S")
+    iface = facts.iface_for(host.ip)
+    if iface is None or v is None or v.network is None:
+        return warn(f"{rec.name} does not hold {host.ip}: cannot tell which NIC the desktop uses", fix)
+    rule = vmpath.Rule(iface, v.network)
+    policy = f"FORWARD policy {facts.forward_policy}"
+    if facts.raw_drops:
+        dests = ", ".join(f"{d} (from anything but {b})" for d, b in facts.raw_drops[:3])
+        more = f" and {len(facts.raw_drops) - 3} more" if len(facts.raw_drops) > 3 else ""
+        return fail(f"the Engine drops routed traffic to container addresses before any firewall rule "
+                    f"(raw PREROUTING: {dests}{more})",
+                    f"labctl down {shlex.quote(rec.name)} && labctl up {shlex.quote(rec.name)} "
+                    "--engine-opt allow-direct-routing=true  (Engine >= 28.2; or give each network "
+                    "-o com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected)")
+    where = "bootsync.sh" if facts.init == "boot2docker" else "its docker.service drop-in"
+    if facts.has_rule(rule):
+        if not facts.persisted(rec.name):
+            return warn(f"labctl's {vmpath.CHAIN} rule ({rule.text()}) is there but not in {where}: "
+                        "the next boot loses it", fix)
+        return ok(f"{policy}; labctl's {vmpath.CHAIN} rule accepts {v.network} on {iface} "
+                  f"(and {where} adds it at boot)")
+    if facts.blocked():
+        why = (f"{policy} (dockerd turned forwarding on itself)" if facts.forward_policy == "DROP"
+               else f"the Engine drops routed traffic to {', '.join(facts.bridge_drops)}")
+        return fail(f"{why} and labctl's {vmpath.CHAIN} rule for {v.network} on {iface} is missing: "
+                    "containers answer by IP only on published ports", fix)
+    return warn(f"{policy}: routed traffic passes now, but without labctl's {vmpath.CHAIN} rule it "
+                "stops when the VM boots with forwarding off", fix)

@@ -137,16 +137,28 @@ class DockerEngine:
                 "-H", f"unix://{self.socket}", "-H", self.url,
                 "--tlsverify", "--tlscacert", str(self.certs["ca"]),
                 "--tlscert", str(self.certs["cert"]), "--tlskey", str(self.certs["key"]),
-                "--storage-driver", "vfs", "--iptables=false", "--ip-masq=false",
-                "--userland-proxy=false", "--shutdown-timeout", "2",
+                "--storage-driver", "vfs", "--userland-proxy=false", "--shutdown-timeout", "2",
                 "--cgroup-parent", f"/labctl-{self.lab.prefix}",
                 "--exec-opt", "native.cgroupdriver=cgroupfs"]
 
     def start(self, timeout: float = 90.0, ca: tuple[Path, Path] | None = None) -> None:
         self.certs = make_certs(self.dir / "certs", self.ip, ca)
-        subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                       check=True, capture_output=True, timeout=30)
         self._launch(timeout)
+
+    def open_path(self, iface: str, source: str) -> None:
+        """What ``labctl up`` does in the VM: accept routed traffic arriving on ``iface`` from
+        ``source`` in DOCKER-USER (for lab tests of routes alone, without ``up``)."""
+        self.iptables("-I", "DOCKER-USER", "-i", iface, "-s", source, "-j", "ACCEPT")
+
+    def close_path(self, iface: str, source: str) -> None:
+        self.iptables("-D", "DOCKER-USER", "-i", iface, "-s", source, "-j", "ACCEPT")
+
+    def iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["ip", "netns", "exec", self.netns, "iptables", *args],
+                              capture_output=True, text=True, timeout=30)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"iptables {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
 
     def restart(self, timeout: float = 90.0) -> None:
         """Stop dockerd (containers stop with it) and start it again with the same data."""
@@ -159,6 +171,11 @@ class DockerEngine:
         self._launch(timeout)
 
     def _launch(self, timeout: float) -> None:
+        # as strict as boot2docker >= 18.09: forwarding is off until dockerd starts, so dockerd
+        # switches it on itself and sets the FORWARD policy to DROP (only published ports and
+        # DOCKER-USER accepts get through)
+        subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-qw", "net.ipv4.ip_forward=0"],
+                       check=True, capture_output=True, timeout=30)
         with open(self.log_path, "ab") as log:
             # TMPDIR: containerd's stack dumps land in the engine's own dir, removed at teardown
             self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,

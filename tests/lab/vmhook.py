@@ -14,28 +14,46 @@ It finds the world (the desktop namespace, the run's prefix and scratch director
   (``nat`` -> vmnet8, ``hostonly`` -> vmnet1, ``custom`` -> ``vnet``) and whose VM end
   (``ethN``) has the adapter's MAC (``address`` or ``generatedAddress``; a ``generated``
   adapter without one gets ``00:0c:29:xx:xx:xx`` written into the .vmx, as VMware does at
-  first power-on).  A real ``dhclient`` runs on each NIC, IPv4 forwarding is switched on and,
-  once docker-machine has provisioned TLS certificates, a real ``dockerd`` starts
-  (``nsenter --net``, vfs, ``--iptables=false``, TLS on :2376 with the machine's server
-  certificate, the machine's ``--engine-opt`` flags from config.json).
+  first power-on).  A real ``dhclient`` runs on each NIC.  Then the VM boots the way
+  boot2docker v19.03.12 does, as strict as the real one: IPv4 forwarding is OFF,
+  ``/var/lib/boot2docker/bootsync.sh`` runs (``sh``, synchronously) if the persistent disk has
+  one, and, once docker-machine has provisioned TLS certificates, a real ``dockerd`` starts
+  with iptables ON (``nsenter --net``, vfs, TLS on :2376 with the machine's server certificate,
+  the machine's ``--engine-opt`` flags from config.json).  Because dockerd switches forwarding
+  on itself, it sets the ``FORWARD`` policy to ``DROP``: without a VM-side rule only published
+  ports are reachable by route, exactly as on boot2docker.  ``bootlocal.sh`` runs after dockerd,
+  in the background.
 * ``stop`` stops dockerd and the DHCP clients and deletes the namespace (its veths go with
   it); dockerd's data directory (``MACHINEDIR/disk``) stays, like a VM disk.
 * ``provision`` restarts dockerd with the (new) certificates; ``rm`` deletes everything.
 * ``ip`` prints ethernet0's IPv4 address (nothing when it has none).
-* ``ssh CMD`` runs ``sh -c CMD`` in the VM namespace; output and exit code pass through.
+* ``ssh CMD`` runs ``sh -c CMD`` in the VM namespace, in a mount namespace of its own where
+  ``/var/lib/boot2docker`` is the VM's persistent disk (``MACHINEDIR/persist``), ``/etc/os-release``
+  is boot2docker's and ``sudo`` runs its arguments (the VM's ``docker`` user may sudo); output
+  and exit code pass through.
 
 A VM whose disk (.vmdk) holds a fuller VM (tests/lab/fullvm.py: a user's Debian VM with sshd
 and dockerd, the kind ``labctl up --adopt`` takes) boots that instead of the hook's dockerd;
 its disk keeps what it wrote in ``MACHINEDIR/disk``.
 
 Test knobs (environment): ``LABCTL_VMHOOK_NO_DHCP=ethernet1[,…]`` runs no DHCP client on those
-adapters (the VM "never gets" an address there).
+adapters (the VM "never gets" an address there).  ``LABCTL_VMHOOK_ENGINE_MODEL=28`` models the
+filtering Docker Engine >= 28 adds on top (this is a MODEL: the engine is still Debian's 20.10):
+forwarding is on before dockerd starts, as on a systemd host, so the ``FORWARD`` policy stays
+``ACCEPT``; the default bridge's ``DOCKER`` chain ends with the drop Engine 28 appends for a
+``nat`` gateway mode network (``-A DOCKER ! -i docker0 -o docker0 -j DROP``), so only a rule
+before it (``DOCKER-USER``) or a published port lets routed traffic in; and, unless the machine's
+engine flags say ``--allow-direct-routing=true`` (which the model takes out of dockerd's argv: 20.10
+does not know it), the raw table drops what is addressed to docker0's subnet from any other
+interface (``-t raw -A PREROUTING -d SUBNET ! -i docker0 -j DROP``: current engines drop each
+container address that way, which no filter rule can undo).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -53,6 +71,24 @@ from labctl.vmware.vmx import Vmx  # noqa: E402
 
 DOCKERD_TIMEOUT = 90.0
 DHCP_TIMEOUT = 20
+PERSIST_MOUNT = "/var/lib/boot2docker"
+# boot2docker v19.03.12's /etc/os-release (docker-machine's provisioner matches ID=boot2docker)
+B2D_OS_RELEASE = """NAME=Boot2Docker
+VERSION=19.03.12
+ID=boot2docker
+ID_LIKE=tcl
+VERSION_ID=19.03.12
+PRETTY_NAME="Boot2Docker 19.03.12 (TCL 10.1)"
+ANSI_COLOR="1;34"
+HOME_URL="https://github.com/boot2docker/boot2docker"
+SUPPORT_URL="https://blog.docker.com/2016/07/live-debugging-docker/"
+BUG_REPORT_URL="https://github.com/boot2docker/boot2docker/issues"
+"""
+SUDO_SHIM = """#!/bin/sh
+# the lab VM's sudo: its user may run anything as root (as docker may on boot2docker)
+while [ $# -gt 0 ]; do case "$1" in -n|-E|-H) shift ;; --) shift; break ;; *) break ;; esac; done
+exec "$@"
+"""
 
 
 class HookError(Exception):
@@ -127,6 +163,15 @@ class VM:
         self.disk = self.mdir / "disk"
 
     # paths
+    @property
+    def persist(self) -> Path:
+        """The VM's persistent disk, mounted at /var/lib/boot2docker inside the VM."""
+        return self.mdir / "persist"
+
+    @property
+    def engine_model(self) -> str:
+        return os.environ.get("LABCTL_VMHOOK_ENGINE_MODEL", "")
+
     @property
     def socket(self) -> Path:
         return self.run_dir / "docker.sock"
@@ -210,7 +255,10 @@ class VM:
         sh("ip", "netns", "add", self.ns)
         self.record(True)
         sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", self.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # boot2docker >= 18.09: forwarding stays off until dockerd starts (a model of Engine 28 on
+        # a systemd host has it on already)
+        forward = "1" if self.engine_model == "28" else "0"
+        sh("ip", "netns", "exec", self.ns, "sysctl", "-qw", f"net.ipv4.ip_forward={forward}")
         blocked = {x.strip() for x in os.environ.get("LABCTL_VMHOOK_NO_DHCP", "").split(",") if x.strip()}
         for index, bridge, mac in self.nics():
             outer = f"v{self.id}e{index}"
@@ -229,8 +277,44 @@ class VM:
         guest = self.guest()
         if guest is not None:
             self.fullvm(guest).boot()
-        elif (self.mdir / "server.pem").exists():
+            return
+        # boot2docker's boot: bootsync.sh (before dockerd), dockerd, bootlocal.sh (background)
+        self.boot_script("bootsync.sh")
+        if (self.mdir / "server.pem").exists():
             self.start_dockerd()
+        self.boot_script("bootlocal.sh", background=True)
+
+    def boot_script(self, name: str, background: bool = False) -> None:
+        if not (self.persist / name).exists():
+            return
+        argv = self.vm_shell(f"sh {PERSIST_MOUNT}/{name}")
+        with open(self.run_dir / f"{name}.log", "ab") as log:
+            if background:
+                subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            else:
+                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               timeout=60, check=False)
+
+    def vm_shell(self, command: str) -> list[str]:
+        """argv that runs ``sh -c command`` inside the VM: its network namespace, and a mount
+        namespace where /var/lib/boot2docker is its persistent disk, /etc/os-release is
+        boot2docker's and sudo runs its arguments."""
+        self.persist.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        Path(PERSIST_MOUNT).mkdir(parents=True, exist_ok=True)  # the mount point on the host
+        osrel = self.run_dir / "os-release"
+        if not osrel.exists():
+            osrel.write_text(B2D_OS_RELEASE)
+        shim = self.run_dir / "bin"
+        if not (shim / "sudo").exists():
+            shim.mkdir(parents=True, exist_ok=True)
+            (shim / "sudo").write_text(SUDO_SHIM)
+            (shim / "sudo").chmod(0o755)
+        inner = ('mount --bind "$1" ' + PERSIST_MOUNT + ' && mount --bind "$2" /etc/os-release && '
+                 'PATH="$3:$PATH" && export PATH && exec sh -c "$4"')
+        return ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", inner, "sh", str(self.persist), str(osrel), str(shim), command]
 
     # ---- a fuller VM (a Debian root with sshd and dockerd, tests/lab/fullvm.py) -------------------
     def guest(self) -> dict | None:
@@ -278,10 +362,9 @@ class VM:
                 "-H", f"unix://{self.socket}", "-H", "tcp://0.0.0.0:2376",
                 "--tlsverify", "--tlscacert", str(self.mdir / "ca.pem"),
                 "--tlscert", str(self.mdir / "server.pem"), "--tlskey", str(self.mdir / "server-key.pem"),
-                "--storage-driver", "vfs", "--iptables=false", "--ip-masq=false",
-                "--userland-proxy=false", "--shutdown-timeout", "2",
+                "--storage-driver", "vfs", "--userland-proxy=false", "--shutdown-timeout", "2",
                 "--cgroup-parent", f"/{self.cgroup}", "--exec-opt", "native.cgroupdriver=cgroupfs",
-                *self.engine_flags()]
+                *[f for f in self.engine_flags() if not f.startswith("--allow-direct-routing")]]
         log = open(self.run_dir / "dockerd.log", "ab")  # noqa: SIM115 (the daemon keeps it)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "TMPDIR": str(self.run_dir)})
@@ -295,9 +378,30 @@ class VM:
             if self.socket.exists() and subprocess.run(
                     ["docker", "-H", f"unix://{self.socket}", "version", "--format", "{{.Server.Version}}"],
                     capture_output=True, env=env, timeout=30).returncode == 0:
+                if self.engine_model == "28":
+                    self.model_engine_28()
                 return
             time.sleep(0.2)
         raise HookError(f"dockerd did not answer within {DOCKERD_TIMEOUT:g}s: {self.log_tail()}")
+
+    def model_engine_28(self) -> None:
+        """MODEL of Engine >= 28's filtering for the default bridge in ``nat`` gateway mode: the
+        ``DOCKER`` chain ends with a drop of everything that does not come from the bridge."""
+        rule = ["DOCKER", "!", "-i", "docker0", "-o", "docker0", "-j", "DROP"]
+        ipt = ["ip", "netns", "exec", self.ns, "iptables"]
+        if sh(*ipt, "-C", *rule, check=False).returncode != 0:
+            sh(*ipt, "-A", *rule)
+        if any(f in ("--allow-direct-routing", "--allow-direct-routing=true")
+               for f in self.engine_flags()):
+            return
+        out = sh("ip", "-n", self.ns, "-j", "-4", "addr", "show", "dev", "docker0").stdout
+        for link in json.loads(out or "[]"):
+            for a in link.get("addr_info", []):
+                subnet = str(ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network)
+                for raw in (["PREROUTING", "-d", subnet, "-i", "lo", "-j", "ACCEPT"],
+                            ["PREROUTING", "-d", subnet, "!", "-i", "docker0", "-j", "DROP"]):
+                    if sh(*ipt, "-t", "raw", "-C", *raw, check=False).returncode != 0:
+                        sh(*ipt, "-t", "raw", "-A", *raw)
 
     def log_tail(self) -> str:
         try:
@@ -353,6 +457,7 @@ class VM:
         self.stop()
         unmount_below(self.disk)
         shutil.rmtree(self.disk, ignore_errors=True)
+        shutil.rmtree(self.persist, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.forget()
 
@@ -373,7 +478,9 @@ class VM:
         if not self.running:
             sys.stderr.write(f"ssh: connect to host {self.name} port 22: No route to host\n")
             return 255
-        return subprocess.run(["ip", "netns", "exec", self.ns, "sh", "-c", command]).returncode
+        if self.guest() is not None:  # a fuller VM is reached over its own sshd (generic driver)
+            return subprocess.run(["ip", "netns", "exec", self.ns, "sh", "-c", command]).returncode
+        return subprocess.run(self.vm_shell(command)).returncode
 
 
 def unmount_below(path: Path) -> None:
