@@ -90,6 +90,7 @@ class Converger:
     # process each): the engine target ensure_routes resolved, its state
     _targets: dict[str, Any] = field(default_factory=dict)
     _states: dict[str, str] = field(default_factory=dict)  # read once; kept by create/stop/start
+    _vm: dict[str, Any] = field(default_factory=dict)  # the VM's last probe (labctl.vmpath facts)
 
     # ---- applying -------------------------------------------------------------------------------
     def do(self, plan: Plan) -> None:
@@ -378,12 +379,13 @@ class Converger:
         return ip
 
     def guest_has(self, name: str, ip: str) -> bool:
-        """Whether the guest holds ``ip`` on some interface (``docker-machine ssh``)."""
+        """Whether the guest holds ``ip`` on some interface (one ``docker-machine ssh`` that also
+        reads the VM's firewall, kept for the firewall phase that follows)."""
         try:
-            out = self.dm.ssh(name, ["ip", "-4", "-o", "addr", "show"], timeout=20).stdout
+            facts = self.vm_facts(name, fresh=True)
         except LabctlError:
             return False
-        return any(f" {ip}/" in line for line in out.splitlines())
+        return facts.iface_for(ip) is not None
 
     def wait_for_ip(self, name: str, ip: str) -> None:
         deadline = time.monotonic() + self.ip_timeout
@@ -441,12 +443,15 @@ class Converger:
         self.do(plan)
         return [f"{w.destination} via {w.gateway}" for w in wanted]
 
-    def vm_facts(self, name: str) -> Any:
-        """The VM's firewall and boot files (one ``docker-machine ssh``; labctl.vmpath)."""
+    def vm_facts(self, name: str, fresh: bool = False) -> Any:
+        """The VM's addresses, firewall and boot files (one ``docker-machine ssh``; labctl.vmpath),
+        probed again unless this run already did since the VM last changed."""
         from labctl import vmpath
 
-        out = self.dm.ssh(name, vmpath.probe_script(), timeout=30).stdout
-        return vmpath.parse_probe(out)
+        if fresh or name not in self._vm:
+            out = self.dm.ssh(name, vmpath.probe_script(), timeout=30).stdout
+            self._vm[name] = vmpath.parse_probe(out)
+        return self._vm[name]
 
     def _vm_ssh(self, name: str) -> Any:
         return lambda command: self.dm.ssh(name, command, timeout=60)
@@ -472,6 +477,8 @@ class Converger:
                 return None
             raise
         plan, rule = vmpath.plan_open(name, vf, ip, subnet, self._vm_ssh(name), str(self.dm.binary))
+        if not plan.empty:
+            self._vm.pop(name, None)  # changed: the next look probes again
         if rule is None and self.dry_run:
             self.show_plan(f"then: accept traffic from {subnet} on the NIC of {name} that holds {ip} "
                            f"in {vmpath.CHAIN} (now, and at every boot)")

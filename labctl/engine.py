@@ -7,10 +7,13 @@ The SDK is imported only inside functions: ``route ls --offline`` never loads it
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,3 +315,48 @@ def events(client: Any, since: float | None = None):
     """Network create/destroy events (a blocking generator)."""
     return client.events(decode=True, since=since,
                          filters={"type": "network", "event": ["create", "destroy"]})
+
+
+@contextlib.contextmanager
+def probe_container(client: Any, image: str, port: int) -> Iterator[tuple[str, str]]:
+    """A throw-away busybox httpd on ``port`` with no published port, on the default bridge:
+    yields (name, its IP); always removed afterwards."""
+    import secrets
+
+    from docker.errors import DockerException, ImageNotFound
+
+    name = f"labctl-probe-{secrets.token_hex(3)}"
+    container = None
+    try:
+        try:
+            client.images.get(image)
+        except ImageNotFound:
+            repo, _, tag = image.partition(":")
+            client.images.pull(repo, tag=tag or "latest")
+        container = client.containers.run(
+            image, ["httpd", "-f", "-p", str(port), "-h", "/"], name=name, detach=True,
+            labels={"labctl.probe": "1"}, auto_remove=False)
+        deadline = time.monotonic() + 10
+        ip = ""
+        while time.monotonic() < deadline:
+            container.reload()
+            nets = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+            ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), "")
+            if ip and container.status == "running":
+                break
+            if container.status == "exited":
+                raise CommandFailed(f"the probe container exited at once: "
+                                    f"{container.logs(tail=3).decode(errors='replace').strip()}",
+                                    "use an image with busybox's httpd: --probe-image busybox:latest")
+            time.sleep(0.1)
+        if not ip:
+            raise CommandFailed("the probe container got no IP address on the default bridge")
+        time.sleep(0.2)  # httpd binds right after exec
+        yield name, ip
+    except DockerException as exc:
+        raise CommandFailed(f"cannot run the probe container ({image}): {_short(exc)}",
+                            f"check the engine can pull {image}, or pass --probe-image") from exc
+    finally:
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)

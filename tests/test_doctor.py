@@ -308,8 +308,32 @@ class World:
             f"3: eth1    inet {IP}/24 brd 192.168.99.255 scope global eth1\\       "
             "valid_lft forever preferred_lft forever\n")
         (self.vm / "ip_forward").write_text("1\n")
+        self.vm_firewall()
         self.dm = self.root / "usr/local/bin/docker-machine"
         self.dm_script("")
+
+    def vm_firewall(self, policy: str = "DROP", rule: bool = True, bootsync: bool = True,
+                    docker: tuple[str, ...] = (), raw: tuple[str, ...] = ()) -> None:
+        """What the VM prints for labctl's firewall probe (boot2docker 19.03 after labctl up:
+        FORWARD DROP, labctl's DOCKER-USER rule, its block in bootsync.sh)."""
+        accept = "-A DOCKER-USER -s 192.168.99.0/24 -i eth1 -j ACCEPT\n" if rule else ""
+        block = ("#!/bin/sh\n# >>> labctl lab: accept routed traffic from the desktop (labctl down "
+                 "removes this)\niptables -N DOCKER-USER 2>/dev/null; iptables -C DOCKER-USER -i eth1 "
+                 "-s 192.168.99.0/24 -j ACCEPT 2>/dev/null || iptables -I DOCKER-USER -i eth1 -s "
+                 "192.168.99.0/24 -j ACCEPT\n# <<< labctl lab\n")
+        sep = "@@labctl-probe@@"
+        text = (f"{sep} os\nNAME=Boot2Docker\nVERSION=19.03.12\nID=boot2docker\n"
+                f"{sep} addr\n{(self.vm / 'addr').read_text()}"
+                f"{sep} forward\n-P FORWARD {policy}\n-A FORWARD -j DOCKER-USER\n"
+                "-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n"
+                "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+                "-A FORWARD -o docker0 -j DOCKER\n-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n"
+                f"{sep} user\n-N DOCKER-USER\n{accept}-A DOCKER-USER -j RETURN\n"
+                f"{sep} docker\n-N DOCKER\n" + "".join(f"{d}\n" for d in docker) +
+                f"{sep} raw\n-P PREROUTING ACCEPT\n" + "".join(f"{r}\n" for r in raw) +
+                f"{sep} bootsync\n" + (f"present\n{block}" if bootsync else "") +
+                f"{sep} dropin\n{sep} ip_forward\n1\n{sep} b2d\nyes\n")
+        (self.vm / "probe").write_text(text)
 
     def engine_world(self, version: str = "27.5.1", san: str = f"IP:{IP}", days: int = 800) -> None:
         """The engine (a TLS stand-in on the VM's address inside the doctor's namespace), its
@@ -349,6 +373,7 @@ case "$1" in
     case "$3" in
       "ip -4 -o addr show") cat '{self.vm / "addr"}'; exit 0 ;;
       "sysctl -n net.ipv4.ip_forward") cat '{self.vm / "ip_forward"}'; exit 0 ;;
+      *@@labctl-probe@@*) cat '{self.vm / "probe"}'; exit 0 ;;
     esac ;;
 esac
 echo "docker-machine stand-in: unsupported: $*" >&2
@@ -577,6 +602,18 @@ lease 192.168.99.140 {{
     elif fault == "Engine 28 default bridge":
         w.engine["version"] = "28.1.1"
         w.write_engine()
+    elif fault == "firewall rule missing":
+        w.vm_firewall(rule=False)
+    elif fault == "firewall rule not persistent":
+        w.vm_firewall(bootsync=False)
+    elif fault == "Engine 28 without labctl's rule":
+        w.engine["version"] = "28.1.1"
+        w.write_engine()
+        w.vm_firewall(policy="ACCEPT", rule=False, docker=("-A DOCKER ! -i docker0 -o docker0 -j DROP",))
+    elif fault == "Engine raw drops":
+        w.engine["version"] = "29.1.0"
+        w.write_engine()
+        w.vm_firewall(raw=("-A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP",))
     elif fault == "container unreachable":
         w.engine["containers"][0]["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] = "172.17.0.9"
         w.write_engine()
@@ -591,13 +628,14 @@ FAULTS = [
     ("reservation removed", "reservation.exists", "fail",
      f"labctl dhcp reserve lab --mac {MAC} --ip {IP} --vmnet vmnet2",
      {"reservation.mac", "reservation.ip", "reservation.docker_machine", "lease.fixed_ip",
-      "machine.address", "routes.labctl", "end-to-end.tcp", "engine.reachable", "engine.gateway_mode"}),
+      "machine.address", "forwarding.firewall", "routes.labctl", "end-to-end.tcp", "engine.reachable",
+      "engine.gateway_mode"}),
     ("wrong MAC", "reservation.mac", "fail",
      f"labctl dhcp reserve lab --mac {MAC} --ip {IP} --vmnet vmnet2", {"lease.fixed_ip"}),
     ("IP in dynamic range", "reservation.ip", "fail",
      f"labctl dhcp reserve lab --mac {MAC} --ip 192.168.99.3 --vmnet vmnet2",
-     {"lease.fixed_ip", "machine.address", "routes.labctl", "end-to-end.tcp", "engine.reachable",
-      "engine.gateway_mode"}),
+     {"lease.fixed_ip", "machine.address", "forwarding.firewall", "routes.labctl", "end-to-end.tcp",
+      "engine.reachable", "engine.gateway_mode"}),
     ("End line missing", "reservation.protected", "fail", "--configure", set()),
     ("DHCP off", "vmnet.dhcp", "fail", "answer VNET_2_DHCP yes", set()),
     ("vmnet missing", "vmnet.exists", "fail",
@@ -605,14 +643,14 @@ FAULTS = [
      {"vmnet.hostonly", "vmnet.dhcp", "vmnet.adapter", "vmnet.interface", "vmnet.services",
       "reservation.conf", "reservation.protected", "reservation.exists", "reservation.mac",
       "reservation.ip", "reservation.docker_machine", "lease.fixed_ip", "machine.address",
-      "routes.labctl", "end-to-end.tcp", "engine.reachable", "engine.gateway_mode"}),
+      "forwarding.firewall", "routes.labctl", "end-to-end.tcp", "engine.reachable", "engine.gateway_mode"}),
     ("lease shows another IP", "lease.fixed_ip", "fail", "docker-machine restart lab", set()),
     ("DHCP service stopped", "vmnet.services", "fail", "vmnet-cli' --start", {"lease.fixed_ip"}),
     ("machine stopped", "machine.running", "fail", "docker-machine start lab",
-     {"machine.address", "forwarding.ip_forward", "engine.reachable", "engine.gateway_mode",
-      "end-to-end.tcp"}),
+     {"machine.address", "forwarding.firewall", "forwarding.ip_forward", "engine.reachable",
+      "engine.gateway_mode", "end-to-end.tcp"}),
     ("VM lacks the fixed IP", "machine.address", "fail", "docker-machine restart lab",
-     {"engine.reachable", "engine.gateway_mode", "end-to-end.tcp"}),
+     {"forwarding.firewall", "engine.reachable", "engine.gateway_mode", "end-to-end.tcp"}),
     ("IP forwarding off", "forwarding.ip_forward", "fail",
      "docker-machine ssh lab sudo sysctl -w net.ipv4.ip_forward=1", {"end-to-end.tcp"}),
     ("route deleted", "routes.labctl", "fail", "labctl route sync lab", {"end-to-end.tcp"}),
@@ -626,9 +664,14 @@ FAULTS = [
     ("certificate expires soon", "engine.certs", "warn", "docker-machine regenerate-certs -f lab", set()),
     ("certificate for another address", "engine.certs", "fail",
      "docker-machine regenerate-certs -f lab", {"engine.reachable", "engine.gateway_mode", "end-to-end.tcp"}),
-    ("Engine 28 default bridge", "engine.gateway_mode", "warn",
-     "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected", set()),
-    ("container unreachable", "end-to-end.tcp", "fail", "--check engine.gateway_mode", set()),
+    ("firewall rule missing", "forwarding.firewall", "fail", "labctl up lab",
+     {"engine.gateway_mode", "end-to-end.tcp"}),
+    ("firewall rule not persistent", "forwarding.firewall", "warn", "labctl up lab", set()),
+    ("Engine 28 without labctl's rule", "forwarding.firewall", "fail", "labctl up lab",
+     {"engine.gateway_mode", "end-to-end.tcp"}),
+    ("Engine raw drops", "forwarding.firewall", "fail", "--engine-opt allow-direct-routing=true",
+     {"engine.gateway_mode", "end-to-end.tcp"}),
+    ("container unreachable", "end-to-end.tcp", "fail", "labctl doctor lab --probe", set()),
 ]
 
 
@@ -728,7 +771,7 @@ def test_no_container_says_how_to_test(world):
     rc, data = world.json()
     got = by_id(data, "end-to-end.tcp")
     assert got["status"] == "skip" and "no container runs" in got["detail"]
-    assert "docker run -d --name web -p 80 nginx" in got["detail"]
+    assert "labctl doctor lab --probe" in got["detail"] and "-p 80" not in got["detail"]
     assert red(data) == set() and rc == 0
 
 
@@ -760,7 +803,7 @@ def test_fix_is_printed_under_the_failed_line(world):
     i = next(i for i, line in enumerate(lines) if line.startswith("✗ Reservation for the lab machine"))
     assert lines[i + 1] == f"  fix: labctl dhcp reserve lab --mac {MAC} --ip {IP} --vmnet vmnet2"
     assert "- Reserved IP usable — skipped because reservation.exists failed" in r.stdout
-    assert re.search(r"^\d+ ok, 0 warnings, 1 failed, 9 skipped in \d+\.\ds$", lines[-1])
+    assert re.search(r"^\d+ ok, 0 warnings, 1 failed, 10 skipped in \d+\.\ds$", lines[-1])
     assert r.returncode == 1
 
 
@@ -1129,3 +1172,13 @@ def test_verbose_shows_ids_and_timings(world):
     r = world.doctor("-v")
     assert re.search(r"✓ Lab vmnet exists — vmnet2: host-only, 192\.168\.99\.0/24  "
                      r"\[vmnet\.exists, \d+\.\d\ds\]", r.stdout), r.stdout
+
+
+def test_engine_28_nat_networks_are_fine_behind_labctls_rule(world):
+    """Engine >= 28 drops routed traffic to unpublished ports in its DOCKER chain; labctl's
+    DOCKER-USER rule comes first, so doctor says why it works instead of asking for options."""
+    _apply(world, "Engine 28 default bridge")
+    rc, data = world.json()
+    got = by_id(data, "engine.gateway_mode")
+    assert got["status"] == "ok" and "DOCKER-USER" in got["detail"], got
+    assert red(data) == set()

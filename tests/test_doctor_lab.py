@@ -8,6 +8,7 @@ check with the right fix; after the printed fix is run, doctor is green again.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import tests.lab.engine as lab_engine
+from labctl import vmpath
 from tests.lab.engine import DockerEngine, require_engine
 from tests.lab.netns import Lab, install_standin, register_vmnet, require_lab
 from tests.test_doctor import IP, MAC, World, make_certs
@@ -56,11 +58,18 @@ class LabWorld:
         w.tool.unlink()
         install_standin(w.root, "linux")
         register_vmnet(w.root, 2, self.server)
-        # docker-machine: ssh runs in the VM namespace
+        # docker-machine: ssh runs in the VM namespace, whose persistent disk (as on boot2docker,
+        # /var/lib/boot2docker) holds the bootsync.sh block labctl up writes
+        persist = base / "persist"
+        persist.mkdir()
+        (persist / "bootsync.sh").write_text(vmpath.with_block(None, "lab", vmpath.Rule(
+            "eth1", ipaddress.IPv4Network("192.168.99.0/24"))))
+        Path(vmpath.BOOTSYNC).parent.mkdir(parents=True, exist_ok=True)
         w.dm_script(f"""\
 if [ "$1" = ssh ] && [ "$2" = lab ]; then
   shift 2
-  exec ip netns exec {self.vm} sh -c "sudo() {{ \\"\\$@\\"; }}; $*"
+  exec ip netns exec {self.vm} unshare --mount --propagation private sh -c \\
+    "mount --bind {persist} /var/lib/boot2docker && sudo() {{ \\"\\$@\\"; }}; $*"
 fi
 """)
         # the VM: its reserved address by DHCP, dockerd with TLS on it, an httpd container
@@ -217,4 +226,16 @@ def test_lab_reservation_wrong_mac(labworld):
     fix = expect(labworld, "reservation.mac", "fail", f"labctl dhcp reserve lab --mac {MAC}")
     labworld.apply_fix(fix)  # rewrites the block and restarts networking (the real dhcpd)
     assert labworld.server.running
+    assert_green(labworld)
+
+
+def test_lab_firewall_rule_deleted(labworld):
+    """The VM as strict as boot2docker (FORWARD DROP): without labctl's DOCKER-USER rule the
+    container is unreachable, and doctor says so with the fix."""
+    labworld.engine.close_path("eth1", "192.168.99.0/24")
+    try:
+        fix = expect(labworld, "forwarding.firewall", "fail", "labctl up lab")
+        assert fix == "labctl up lab"
+    finally:
+        labworld.engine.open_path("eth1", "192.168.99.0/24")
     assert_green(labworld)

@@ -366,8 +366,9 @@ def answers(world: LabWorld, ip: str) -> tuple[bool, bool]:
     return ping, curl.returncode == 0 and "labctl-lab-httpd-ok" in curl.stdout
 
 
-def doctor_check(world: LabWorld, name: str, check: str, env: dict[str, str] | None = None) -> dict:
-    r = world.labctl("doctor", name, "--check", check, "--json", env=env)
+def doctor_check(world: LabWorld, name: str, check: str, env: dict[str, str] | None = None,
+                 *extra: str) -> dict:
+    r = world.labctl("doctor", name, "--check", check, "--json", *extra, env=env)
     data = json.loads(r.stdout)
     return next(c for c in data["checks"] if c["id"] == check)
 
@@ -395,6 +396,12 @@ def test_vm_firewall_opened_persisted_and_diagnosed(world):
     ok, detail = world.reachable(ip)
     assert ok, detail
     assert doctor_check(world, name, "forwarding.firewall")["status"] == "ok"
+    # the live probe: a throw-away container, no published port, reached by its IP, then gone
+    probe = ("--probe", "--probe-image", "labbox:latest")
+    live = doctor_check(world, name, "end-to-end.probe", None, *probe)
+    assert live["status"] == "ok" and "not published" in live["detail"], live
+    left = world.docker("--context", name, "ps", "-aq", "--filter", "label=labctl.probe").stdout
+    assert left.strip() == ""
 
     # the fix withheld: the unpublished port times out (as on a real boot2docker VM) ...
     vm_sh(world, name, f"sudo iptables -D DOCKER-USER -i eth1 -s {fw['subnet']} -j ACCEPT")
@@ -402,6 +409,8 @@ def test_vm_firewall_opened_persisted_and_diagnosed(world):
     red = doctor_check(world, name, "forwarding.firewall")
     assert red["status"] == "fail" and "FORWARD policy DROP" in red["detail"], red
     assert red["fix"] == f"labctl up {name}"
+    dead = doctor_check(world, name, "end-to-end.probe", None, *probe)
+    assert dead["status"] == "fail" and "timed out" in dead["detail"], dead
     # ... and the printed fix puts it back, without touching the network or the VM
     calls = world.calls()
     again = world.labctl("up", name, "--yes")

@@ -14,6 +14,10 @@ def doctor(
                                      help="Run only this check (and what it needs); repeatable."),
     list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    probe: bool = typer.Option(False, "--probe", help="Also start a throw-away container with no "
+                               "published port and connect to it from here by its IP."),
+    probe_image: str = typer.Option("busybox:latest", "--probe-image", metavar="IMAGE",
+                                    help="Image for --probe (needs busybox's httpd)."),
     timeout: float = typer.Option(None, "--timeout", min=0.2,
                                   help="Seconds each check may take (default 2)."),
 ) -> None:
@@ -23,7 +27,11 @@ def doctor(
     Exit status: 0 nothing failed (warnings allowed unless --strict), 1 something failed,
     2 unknown --check id.
 
-    Example: labctl doctor lab --check reservation.mac
+    Examples:
+
+      labctl doctor lab --check reservation.mac
+
+      labctl doctor lab --probe    (proves a container answers by IP on an unpublished port)
     """
     import sys
 
@@ -33,17 +41,23 @@ def doctor(
     from labctl.doctor.render import render, render_list
     from labctl.paths import Paths
 
-    everything = dr.all_checks()
+    everything = dr.all_checks(opt_in=bool(probe or checks or list_checks))
     if list_checks:
         if json:
             ui.print_json([c.as_dict() for c in everything])
         else:
             render_list(everything, sys.stdout)
         return
-    selected = dr.select(everything, checks) if checks else everything
+    wanted = [*(checks or []), *(["end-to-end.probe"] if probe else [])]
+    if checks or probe:
+        selected = dr.select(everything, wanted) if checks else \
+            [c for c in everything if not c.opt_in or c.id in wanted]
+    else:
+        selected = everything
     limit = timeout if timeout is not None else dr.DEFAULT_TIMEOUT
     ctx = Context(Paths.detect(), machine=name, vmnet=vmnet,
                   command_timeout=max(0.1, min(limit * 0.75, limit - 0.3)))
+    ctx.probe_image = probe_image
     report = dr.run(selected, ctx, timeout=limit)
     if json:
         data = report.as_dict()

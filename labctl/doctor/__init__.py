@@ -43,11 +43,12 @@ CHECK_MODULES: list[str] = [
 ]
 
 
-def all_checks() -> list[Check]:
-    """Every registered check, in run/display order."""
+def all_checks(opt_in: bool = False) -> list[Check]:
+    """Every registered check, in run/display order (``opt_in``: with the checks that change
+    something in the lab, like the live probe)."""
     for name in CHECK_MODULES:
         importlib.import_module(name)
-    return order(registered().values())
+    return order(c for c in registered().values() if opt_in or not c.opt_in)
 
 
 __all__ = [

@@ -52,6 +52,7 @@ class Context(Facts):
         super().__init__(paths, machine=machine, command_timeout=command_timeout, env=env)
         self.vmnet_arg = vmnet
         self.command_timeout: float = command_timeout
+        self.probe_image = "busybox:latest"  # doctor --probe's throw-away container
 
     # ---- the host -----------------------------------------------------------------------------
     @probe

@@ -97,6 +97,7 @@ class Check:
     timeout: float | None = None  # None: the run's default
     # the fix shown when this check times out (default: a generic one)
     timeout_fix: str | None = None
+    opt_in: bool = False  # runs only when asked for (doctor --probe / --check ID)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "layer": self.layer,
@@ -107,7 +108,7 @@ _REGISTRY: dict[str, Check] = {}
 
 
 def check(id: str, title: str, *, layer: str | None = None, requires: Sequence[str] = (),
-          timeout: float | None = None, timeout_fix: str | None = None
+          timeout: float | None = None, timeout_fix: str | None = None, opt_in: bool = False
           ) -> Callable[[CheckFn], CheckFn]:
     """Register ``fn`` as a check.  ``layer`` defaults to the id's first part."""
 
@@ -115,7 +116,7 @@ def check(id: str, title: str, *, layer: str | None = None, requires: Sequence[s
         if id in _REGISTRY and _REGISTRY[id].fn is not fn:
             raise ValueError(f"doctor check {id!r} is registered twice")
         _REGISTRY[id] = Check(id, title, layer or id.split(".", 1)[0], fn, tuple(requires),
-                              timeout, timeout_fix)
+                              timeout, timeout_fix, opt_in)
         return fn
 
     return deco

@@ -52,9 +52,10 @@ def reachable(ctx: Context) -> Result:
 
 
 @check("engine.gateway_mode", "Unpublished container ports routable",
-       requires=("engine.reachable",))
+       requires=("engine.reachable", "forwarding.firewall"))
 def gateway_mode(ctx: Context) -> Result:
     from labctl import engine
+    from labctl.doctor.machine import lab_rule
 
     _, version = ctx.engine()
     nets = ctx.engine_networks()
@@ -63,6 +64,14 @@ def gateway_mode(ctx: Context) -> Result:
         if engine.major(version) < 28:
             return ok(f"Engine {version} routes to every container port")
         return ok(f"every network is {engine.UNPROTECTED}")
+    try:
+        facts, rule = lab_rule(ctx)
+    except Exception:
+        facts, rule = None, None
+    if facts is not None and rule is not None and facts.has_rule(rule) and not facts.raw_drops:
+        names = ", ".join(n.name for n in blocked)
+        return ok(f"Engine {version} drops routed traffic to unpublished ports on {names} in its "
+                  f"DOCKER chain; labctl's DOCKER-USER rule, which comes first, lets the desktop in")
     names = ", ".join(f"{n.name} ({', '.join(map(str, n.subnets))})" for n in blocked)
     return warn(f"Engine {version} drops routed traffic to unpublished ports on {names}; "
                 "only published ports answer there",
@@ -104,3 +113,39 @@ def end_to_end(ctx: Context) -> Result:
         return fail(f"TCP {ip}:{port} ({cname}) {why}",
                     f"labctl up {name}  (it re-opens the VM's firewall); then labctl doctor {name} --probe")
     return ok(f"TCP {ip}:{port} ({cname}) connected")
+
+
+PROBE_PORT = 8080
+
+
+@check("end-to-end.probe", "A throw-away container answers by IP on an unpublished port",
+       requires=("engine.reachable", "routes.labctl"), timeout=60, opt_in=True,
+       timeout_fix="docker --context NAME pull busybox:latest (the probe's image), then try again")
+def live_probe(ctx: Context) -> Result:
+    """Start a container with NO published port on the lab engine's default bridge, connect to
+    it from this desktop by its own IP, remove it: routes, the VM's firewall and the engine's
+    filtering all proved at once."""
+    from labctl import engine
+
+    name = ctx.record().name
+    client = engine.connect(ctx.engine_target(), timeout=30)
+    try:
+        with engine.probe_container(client, ctx.probe_image, PROBE_PORT) as (cname, ip):
+            limit = 3.0
+            try:
+                with socket.create_connection((ip, PROBE_PORT), timeout=limit) as sock:
+                    sock.settimeout(limit)
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    answer = sock.recv(64)
+            except OSError as exc:
+                why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+                return fail(f"TCP {ip}:{PROBE_PORT} (throw-away container {cname}, port not published) "
+                            f"{why}: routes alone do not reach the containers",
+                            f"labctl doctor {name}  (the forwarding.firewall and routes checks say "
+                            f"which part is missing), then labctl up {name}")
+    finally:
+        client.close()
+    if not answer.startswith(b"HTTP/"):
+        return warn(f"{ip}:{PROBE_PORT} accepted the connection but answered {answer[:20]!r}",
+                    f"labctl doctor {name} --probe --probe-image busybox:latest")
+    return ok(f"{cname} answered HTTP on {ip}:{PROBE_PORT} (not published); it is removed again")

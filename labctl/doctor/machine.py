@@ -7,7 +7,7 @@ import re
 import shlex
 
 from labctl.doctor.context import Context
-from labctl.doctor.core import Result, check, fail, ok, warn
+from labctl.doctor.core import Result, check, fail, ok, skip, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import CommandTimeout
 
@@ -76,6 +76,18 @@ def ip_forward(ctx: Context) -> Result:
     return warn(f"cannot read net.ipv4.ip_forward in the VM (it said {value!r})", fix)
 
 
+def lab_rule(ctx: Context):
+    """(VM facts, the rule labctl keeps for this lab, or None when it cannot be known)."""
+    from labctl import vmpath
+
+    facts = ctx.vm_firewall()
+    v = ctx.vmnet()
+    iface = facts.iface_for(ctx.reservation().ip)
+    if iface is None or v is None or v.network is None:
+        return facts, None
+    return facts, vmpath.Rule(iface, v.network)
+
+
 @check("forwarding.firewall", "VM firewall lets the desktop's traffic in",
        requires=("machine.running", "reservation.ip"))
 def firewall(ctx: Context) -> Result:
@@ -84,17 +96,15 @@ def firewall(ctx: Context) -> Result:
     from labctl import vmpath
 
     rec = ctx.record()
-    host = ctx.reservation()
-    v = ctx.vmnet()
     fix = f"labctl up {shlex.quote(rec.name)}"
-    facts = ctx.vm_firewall()
+    facts, rule = lab_rule(ctx)
     if not facts.iptables_ok:
         return warn("cannot read the VM's iptables (sudo iptables -S FORWARD gave no policy)",
                     f"docker-machine ssh {shlex.quote(rec.name)} sudo iptables -S")
-    iface = facts.iface_for(host.ip)
-    if iface is None or v is None or v.network is None:
-        return warn(f"{rec.name} does not hold {host.ip}: cannot tell which NIC the desktop uses", fix)
-    rule = vmpath.Rule(iface, v.network)
+    if rule is None:  # machine.address reports it (with its fix)
+        return skip(f"skipped because {rec.name} does not hold {ctx.reservation().ip} yet, so the "
+                    "NIC the desktop uses is unknown")
+    iface = rule.iface
     policy = f"FORWARD policy {facts.forward_policy}"
     if facts.raw_drops:
         dests = ", ".join(f"{d} (from anything but {b})" for d, b in facts.raw_drops[:3])
@@ -109,12 +119,12 @@ def firewall(ctx: Context) -> Result:
         if not facts.persisted(rec.name):
             return warn(f"labctl's {vmpath.CHAIN} rule ({rule.text()}) is there but not in {where}: "
                         "the next boot loses it", fix)
-        return ok(f"{policy}; labctl's {vmpath.CHAIN} rule accepts {v.network} on {iface} "
+        return ok(f"{policy}; labctl's {vmpath.CHAIN} rule accepts {rule.source} on {iface} "
                   f"(and {where} adds it at boot)")
     if facts.blocked():
         why = (f"{policy} (dockerd turned forwarding on itself)" if facts.forward_policy == "DROP"
                else f"the Engine drops routed traffic to {', '.join(facts.bridge_drops)}")
-        return fail(f"{why} and labctl's {vmpath.CHAIN} rule for {v.network} on {iface} is missing: "
+        return fail(f"{why} and labctl's {vmpath.CHAIN} rule for {rule.source} on {iface} is missing: "
                     "containers answer by IP only on published ports", fix)
     return warn(f"{policy}: routed traffic passes now, but without labctl's {vmpath.CHAIN} rule it "
                 "stops when the VM boots with forwarding off", fix)
