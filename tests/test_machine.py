@@ -353,7 +353,7 @@ def start():
          "--exec-root", os.path.join(state, "exec"), "-H", "unix://" + sock, "-H", "tcp://%s:2376" % ip,
          "--tlsverify", "--tlscacert", os.path.join(mdir, "ca.pem"),
          "--tlscert", os.path.join(mdir, "server.pem"), "--tlskey", os.path.join(mdir, "server-key.pem"),
-         "--pidfile", os.path.join(state, "d.pid"), "--storage-driver", "vfs", "--iptables=false", *flags],
+         "--pidfile", os.path.join(state, "d.pid"), "--storage-driver", "vfs", *flags],
         stdout=log, stderr=log, start_new_session=True)
     open(pidfile, "w").write(str(p.pid))
     for _ in range(300):  # until the engine answers on its unix socket

@@ -411,6 +411,13 @@ def test_vm_firewall_opened_persisted_and_diagnosed(world):
     assert red["fix"] == f"labctl up {name}"
     dead = doctor_check(world, name, "end-to-end.probe", None, *probe)
     assert dead["status"] == "fail" and "timed out" in dead["detail"], dead
+    # ... the dry run shows exactly the step that would put it back, and changes nothing ...
+    dry = world.labctl("up", name, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"accept traffic from {fw['subnet']} on {name}'s eth1 in DOCKER-USER" in dry.stdout
+    assert f"docker-machine ssh {name} 'sudo sh -c " in dry.stdout
+    assert f"iptables -I DOCKER-USER -i eth1 -s {fw['subnet']} -j ACCEPT" in dry.stdout
+    assert answers(world, ip) == (False, False)
     # ... and the printed fix puts it back, without touching the network or the VM
     calls = world.calls()
     again = world.labctl("up", name, "--yes")
