@@ -188,9 +188,13 @@ def test_keep_vm_restores_vmx(world):
     unit = world.root / f"etc/systemd/system/labctl-routes-{name}.service"
     assert unit.is_file() and f"route sync {name}" in unit.read_text()
     assert "enable --now --no-block" in (world.root / ".standin/systemctl.log").read_text()
+    assert "ACCEPT" in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
     down = world.labctl("down", name, "--keep-vm")
     assert down.returncode == 0, down.stderr
     assert not unit.exists(), "down left the boot unit behind"
+    # the VM stays, without labctl's firewall rule or its bootsync.sh (labctl wrote all of it)
+    assert "ACCEPT" not in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
+    assert vm_sh(world, name, "[ -e /var/lib/boot2docker/bootsync.sh ] || echo gone").strip() == "gone"
     assert vmx.read_bytes() == vmx_before
     assert world.machines() == [name], "--keep-vm removed the VM"
     after = snapshot(world)
