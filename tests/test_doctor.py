@@ -576,6 +576,7 @@ lease 192.168.99.140 {{
         (w.vm / "status").write_text("Stopped\n")
     elif fault == "VM lacks the fixed IP":
         w.edit(w.vm / "addr", f"inet {IP}/24", "inet 192.168.99.131/24")
+        w.vm_firewall()  # the VM's probe shows its addresses too
     elif fault == "IP forwarding off":
         (w.vm / "ip_forward").write_text("0\n")
     elif fault == "route deleted":
