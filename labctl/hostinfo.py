@@ -105,7 +105,11 @@ def host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
 
     out = []
     for ifname in netifaces.interfaces():
-        for addr in netifaces.ifaddresses(ifname).get(netifaces.AF_INET, []):
+        try:
+            addrs = netifaces.ifaddresses(ifname)
+        except ValueError:  # gone meanwhile, or a tun without addresses (netifaces-plus refuses it)
+            continue
+        for addr in addrs.get(netifaces.AF_INET, []):
             try:
                 iface = ipaddress.IPv4Interface(f"{addr['addr']}/{addr.get('netmask') or '32'}")
             except (KeyError, ValueError):
