@@ -14,11 +14,12 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,47 +116,168 @@ def backup(path: Path, backup_dir: Path) -> Path | None:
     return target
 
 
+LOCK_NAME = "labctl.lock"
+
+
 def lock_path_for(state_dir: Path) -> Path:
-    """The lock lives in labctl's state dir when it can be created there, else in the temp
-    dir under a name derived from the state dir, so root and user runs share it."""
-    with contextlib.suppress(OSError):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        if os.access(state_dir, os.W_OK):
-            return state_dir / "labctl.lock"
-    digest = hashlib.sha1(str(state_dir).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"labctl-{digest}.lock"
+    """One lock per state dir, inside it: root's runs and a user's runs (through sudo) take
+    the same file, and no other user can create, replace or open it."""
+    return Path(state_dir) / LOCK_NAME
 
 
-@contextlib.contextmanager
-def locked(state_dir: Path, timeout: float = 60.0) -> Iterator[None]:
-    """Serialise labctl runs that change things (one flock, waited for up to ``timeout``)."""
+def _check_state_dir(state_dir: Path) -> os.stat_result:
+    """The state dir exists (made 0755 if missing) and only its owner may write it."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    st = os.stat(state_dir)
+    if not stat.S_ISDIR(st.st_mode):
+        raise PreconditionMissing(f"labctl's state dir {state_dir} is not a directory")
+    if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
+        raise PreconditionMissing(
+            f"labctl's state dir {state_dir} may be written by other users, so its lock and "
+            "records could be tampered with; nothing was changed",
+            f"chmod go-w {shlex.quote(str(state_dir))} (and chown it to root or to yourself)")
+    return st
+
+
+def open_lock(state_dir: Path) -> int:
+    """Open (create) the lock file: mode 0600, owned like the state dir, never a symlink."""
+    state_dir = Path(state_dir)
+    st_dir = _check_state_dir(state_dir)
     path = lock_path_for(state_dir)
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags, 0o666)
-    except OSError:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise PreconditionMissing(f"cannot open labctl's lock {path}: {exc.strerror}",
+                                  "run labctl as the user who owns it, or as root") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != st_dir.st_uid:
+        os.close(fd)
+        raise PreconditionMissing(f"labctl's lock {path} is not a file owned by the owner of "
+                                  f"{state_dir}; nothing was changed", f"remove {path}")
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        os.fchmod(fd, 0o600)  # older labctl made it 0644: nobody else may hold it
+    return fd
+
+
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return f"pid {text}"
+    return "pid unknown"
+
+
+def acquire(fd: int, path: Path, pid: int, timeout: float | None = None,
+            say: Callable[[str], None] | None = None) -> None:
+    """Take the lock, queueing behind the run that holds it (saying so once); then write
+    ``pid`` into it so the next run can say whom it waits for."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    told = False
+    while True:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
         except OSError as exc:
-            raise PreconditionMissing(f"cannot open the lock file {path}: {exc.strerror}") from exc
-    deadline = time.monotonic() + timeout
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if deadline is not None and time.monotonic() > deadline:
+                raise LockBusy(f"another labctl run ({_holder(fd)}) holds {path}",
+                               "wait for it to finish, then try again") from exc
+            if not told:
+                (say or _say)(f"labctl: waiting for another labctl run ({_holder(fd)}) to finish")
+                told = True
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _in_process(state_dir: Path) -> bool:
+    """Whether this process may take the lock itself: as root, or as the user owning the
+    state dir (e.g. LABCTL_STATE_DIR in one's home); else root takes it for us (sudo)."""
+    from labctl.runner import is_root
+
+    if is_root():
+        return True
+    uid = os.geteuid()
+    if uid == 0:  # root acting as a user (LABCTL_ACT_AS_USER)
+        return False
+    probe = Path(state_dir)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise LockBusy(
-                        f"another labctl run holds {path}",
-                        "wait for it to finish, then try again",
-                    ) from exc
-                time.sleep(0.05)
+        st = os.stat(probe)
+    except OSError:
+        return False
+    return st.st_uid == uid
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path, timeout: float | None = None) -> Iterator[None]:
+    """Serialise labctl runs that change things: one flock on ``STATE_DIR/labctl.lock``,
+    queued for (as long as it takes, unless ``timeout``).  A user's run whose state dir is
+    root's takes it through a privileged helper that holds it until this run ends (or dies)."""
+    state_dir = Path(state_dir)
+    if not _in_process(state_dir):
+        with _locked_by_helper(state_dir):
+            yield
+        return
+    fd = open_lock(state_dir)
+    try:
+        acquire(fd, lock_path_for(state_dir), os.getpid(), timeout)
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked_by_helper(state_dir: Path) -> Iterator[None]:
+    import shutil
+    import subprocess
+
+    from labctl.privileged import helper_argv
+    from labctl.runner import Runner, audit, root_env
+
+    Runner().ensure_privilege()
+    argv = helper_argv("labctl.fileops", "lock", str(state_dir), str(os.getpid()))
+    audit(argv)
+    try:
+        proc = subprocess.Popen([shutil.which("sudo") or "sudo", "-n", *argv], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, cwd="/", env=root_env())
+    except OSError as exc:
+        raise PreconditionMissing(f"cannot run sudo to take labctl's lock: {exc.strerror}",
+                                  "run labctl as root") from exc
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != b"locked":
+            proc.stdin.close()
+            rc = proc.wait(timeout=10)
+            raise PreconditionMissing(f"could not take labctl's lock {lock_path_for(state_dir)} "
+                                      f"as root (helper exit status {rc})", "run labctl as root")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+
+
+def _hold(state_dir: Path, pid: int) -> int:
+    """``lock STATE_DIR PID`` (as root): take the lock for the labctl run ``pid``, print
+    "locked", hold it until stdin closes (that run ended or was killed)."""
+    fd = open_lock(state_dir)
+    acquire(fd, lock_path_for(state_dir), pid)
+    sys.stdout.write("locked\n")
+    sys.stdout.flush()
+    while sys.stdin.buffer.read(4096):
+        pass
+    os.close(fd)
+    return 0
 
 
 def digest(path: Path) -> str | None:
@@ -171,7 +293,7 @@ def main(argv: list[str]) -> int:
     """Privileged helper (see labctl.privileged): ``write PATH [BACKUP_DIR]`` (bytes on stdin),
     ``delete PATH [BACKUP_DIR]``, ``backup PATH BACKUP_DIR`` (prints the copy's path) and
     ``digest PATH`` (prints the sha256 of the file, or "absent": how an unprivileged caller
-    checks a write it cannot read back)."""
+    checks a write it cannot read back) and ``lock STATE_DIR PID`` (see ``_hold``)."""
     try:
         if len(argv) in (2, 3) and argv[0] == "write":
             path = Path(argv[1])
@@ -189,6 +311,8 @@ def main(argv: list[str]) -> int:
                 backup(Path(argv[1]), Path(argv[2]))
             Path(argv[1]).unlink(missing_ok=True)
             return 0
+        if len(argv) == 3 and argv[0] == "lock" and argv[2].isdigit():
+            return _hold(Path(argv[1]), int(argv[2]))
         if len(argv) == 2 and argv[0] == "digest":
             print(digest(Path(argv[1])) or "absent")
             return 0

@@ -97,8 +97,8 @@ def test_reserve_from_a_hostile_directory_runs_labctls_own_helper(world):
     assert calls, world.sudo_calls()
     for call in calls:
         assert_isolated(call, world)
-    assert [c["args"][6:8] for c in calls if "labctl.fileops" in c["args"]][0] == [
-        "labctl.fileops", "write"]
+    assert [c["args"][6:8] for c in calls if "labctl.fileops" in c["args"]] == [
+        ["labctl.fileops", "lock"], ["labctl.fileops", "write"]]
     # the state the helper wrote for the reservation's vmnet is labctl's, in the state dir
     assert not (world.root / STATE / "PWNED").exists()
 
@@ -127,7 +127,7 @@ def test_release_and_lease_backup_from_a_hostile_directory(world):
 
 def test_a_helper_that_does_nothing_is_caught(world):
     """A privileged write that "succeeds" without changing the file is an error, not a ✓."""
-    (world.bin / "sudo.noop").touch()
+    (world.bin / "sudo.noop").write_text("write\n")
     conf = conf_path(world.root, 1)
     before = conf.read_bytes()
     r = world.labctl("dhcp", "reserve", "lab", "--mac", MAC, "--vmnet", "vmnet1", "--no-restart")
@@ -177,8 +177,139 @@ def test_macos_route_batch_from_a_hostile_directory(world):
 
 def test_macos_route_batch_that_does_nothing_is_caught(world):
     table = _darwin_routes(world)
-    (world.bin / "sudo.noop").touch()
+    (world.bin / "sudo.noop").write_text("labctl.routes.batch\n")
     r = world.labctl("route", "add", "--via", GW, "--subnet", "172.17.0.0/16")
     assert r.returncode == 1, r.stderr
     assert "did not all take effect" in r.stderr
     assert json.loads(table.read_text())["routes"] == []
+
+
+# ---- the lock: one per state dir, inside it (issue 10, item 7) ---------------------------------
+def _as_nobody(fn) -> str:
+    """Run ``fn()`` in a forked child with uid/gid 65534 (a real other user); its result or
+    the name of the exception it raised."""
+    import sh  # noqa: F401 - loaded here: the other user may not read this Python's site-packages
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        out = "?"
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.environ["PATH"] = "/usr/bin:/bin"  # no sudo (stand-in) there
+            try:
+                out = str(fn())
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                out = f"{type(exc).__name__}: {exc}"
+            os.write(w, out.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def _lock_files_in_tmp() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("labctl-*.lock")}
+
+
+@pytest.fixture
+def public_dir():
+    """A directory other users can enter (pytest's tmp_path is root's alone)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="labctl-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_lock_is_in_the_state_dir_and_no_other_user_can_hold_it(public_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to play another user")
+    import fcntl
+
+    from labctl import fileops
+
+    state_dir = public_dir / "state"
+    tmp_locks = _lock_files_in_tmp()
+    with fileops.locked(state_dir, timeout=1):
+        lock = state_dir / "labctl.lock"
+        st = lock.stat()
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
+        assert (state_dir.stat().st_mode & 0o777) == 0o755
+
+        def read_state_dir() -> str:
+            return ",".join(sorted(os.listdir(state_dir)))
+
+        assert _as_nobody(read_state_dir) == "labctl.lock"  # the dir is readable ...
+
+        def try_hold() -> str:
+            fd = os.open(lock, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return "held it"
+
+        assert _as_nobody(try_hold).startswith("PermissionError")  # ... the lock is not
+
+        def take_labctls_lock() -> str:  # a user's labctl while root's run holds the lock
+            with fileops.locked(state_dir, timeout=0.5):
+                return "got the lock"
+
+        got = _as_nobody(take_labctls_lock)
+        # without sudo it cannot take the lock at all (with sudo: the same file as root's)
+        assert got.startswith("PreconditionMissing"), got
+    assert _lock_files_in_tmp() == tmp_locks
+
+
+def test_a_lock_file_prepared_by_someone_else_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to play another user")
+    from labctl import fileops
+    from labctl.errors import PreconditionMissing
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o755)
+    (state_dir / "labctl.lock").touch()
+    os.chown(state_dir / "labctl.lock", 65534, 65534)
+    with pytest.raises(PreconditionMissing, match="not a file owned by"), fileops.locked(state_dir):
+        pass
+    os.unlink(state_dir / "labctl.lock")
+    os.symlink("/etc/passwd", state_dir / "labctl.lock")
+    with pytest.raises(PreconditionMissing), fileops.locked(state_dir):
+        pass
+    os.unlink(state_dir / "labctl.lock")
+    state_dir.chmod(0o777)
+    with pytest.raises(PreconditionMissing, match="written by other users"), fileops.locked(state_dir):
+        pass
+
+
+def test_root_and_user_runs_queue_on_one_lock(world):
+    """A user's run (through sudo) waits for root's run on the same lock, says whom it waits
+    for, and goes ahead when that run ends: runs queue, they do not fail."""
+    state_dir = world.root / STATE
+    state_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from labctl import fileops\n"
+         "with fileops.locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(2.5)",
+         str(state_dir)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        import time
+
+        started = time.monotonic()
+        r = world.labctl("dhcp", "reserve", "lab", "--mac", MAC, "--vmnet", "vmnet1", "--no-restart")
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(30)
+    assert r.returncode == 0, r.stderr
+    assert f"waiting for another labctl run (pid {holder.pid}) to finish" in r.stderr
+    assert waited > 1.0
+    locks = [c for c in world.helper_calls() if "lock" in c["args"]]
+    assert len(locks) == 1 and locks[0]["args"][-2:] == [str(state_dir), locks[0]["args"][-1]]
+    assert_isolated(locks[0], world)
+    assert not world.pwned.exists()
