@@ -249,3 +249,113 @@ def test_eight_concurrent_reserves_all_land(tmp_path, capsys):
     assert leftovers(root) == []
     with capsys.disabled():
         print(f"\n8 concurrent reserves: {sorted(ips)} in {took:.1f}s")
+
+
+# ---- kill -9 during a route batch (issue 10, item 2) ------------------------------------------
+ROUTE_VM = "192.168.99.100"
+
+
+def _route_table(lab, ns: str) -> dict[str, str | None]:
+    import json
+
+    out = lab.run(ns, ["ip", "-4", "-j", "route", "show", "table", "main"]).stdout
+    return {r["dst"]: r.get("gateway") for r in json.loads(out or "[]")}
+
+
+def _route_records(state_dir: Path) -> dict[str, dict]:
+    import json
+
+    path = state_dir / "state.json"
+    if not path.exists():
+        return {}
+    return {r["destination"]: r for r in json.loads(path.read_text()).get("routes", [])}
+
+
+@pytest.mark.lab
+def test_kill9_drill_route_batches(tmp_path, capsys):
+    """`route add` of 200 subnets (one `ip -batch`) killed with SIGKILL at random moments in
+    the lab's desktop namespace: no route may ever be in the kernel without labctl's record
+    (written ahead), and the next run settles the records — `route rm --all` gives the table
+    back exactly, or a repeated `route add` adopts what is there and adds the rest."""
+    from tests.lab.netns import Lab, require_lab
+
+    require_lab()
+    rng = random.Random(SEED + 3)
+    subnets = [f"10.{100 + i // 256}.{i % 256}.0/24" for i in range(200)]
+    add_args = ["route", "add", "--via", ROUTE_VM, *[a for s in subnets for a in ("--subnet", s)]]
+    state_dir = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABCTL_", "DOCKER_"))}
+    env.update(LABCTL_PLATFORM="linux", LABCTL_STATE_DIR=str(state_dir), PYTHONPATH=str(REPO))
+    stats = {"cycles": 0, "killed": 0, "killed_with_routes_in_kernel": 0, "orphans": 0,
+             "completed": 0, "settled_by_rm": 0, "settled_by_add": 0}
+    with Lab() as lab:
+        desk = lab.netns("desk")
+        vm = lab.netns("vm")
+        lab.veth(desk, "vmnet2", vm, "eth1")
+        lab.addr(desk, "vmnet2", "192.168.99.1/24")
+        lab.addr(vm, "eth1", f"{ROUTE_VM}/24")
+        before = _route_table(lab, desk)
+
+        def labctl(*args: str) -> subprocess.CompletedProcess[str]:
+            return lab.run(desk, [sys.executable, "-m", "labctl", *args], check=False, timeout=120,
+                           env=env, cwd=REPO)
+
+        def spawn() -> subprocess.Popen[bytes]:
+            # `ip netns exec` execs labctl itself: the pid is labctl's
+            return subprocess.Popen(["ip", "netns", "exec", desk, sys.executable, "-m", "labctl",
+                                     *add_args], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+
+        def settle_ns() -> None:  # the killed run's `ip -batch` may still be finishing
+            deadline = time.monotonic() + 20
+            while lab.ns_pids(desk) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        t = time.monotonic()
+        r = labctl(*add_args)
+        window = (time.monotonic() - t) * 1.2
+        assert r.returncode == 0, r.stderr
+        assert labctl("route", "rm", "--all").returncode == 0
+        assert _route_table(lab, desk) == before and _route_records(state_dir) == {}
+        # kills spread over the later part of a run (interpreter start-up takes the first):
+        # until at least 3 landed with routes already in the kernel, 10 to 24 cycles
+        for i in range(24):
+            if i >= 10 and stats["killed_with_routes_in_kernel"] >= 3:
+                break
+            proc = spawn()
+            time.sleep(rng.uniform(0.45 * window, 1.05 * window))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            settle_ns()
+            stats["cycles"] += 1
+            killed = proc.returncode == -signal.SIGKILL
+            ours = {d for d, gw in _route_table(lab, desk).items() if d in subnets and gw == ROUTE_VM}
+            recorded = set(_route_records(state_dir))
+            if killed:
+                stats["killed"] += 1
+                stats["killed_with_routes_in_kernel"] += bool(ours)
+            else:
+                stats["completed"] += 1
+                assert proc.returncode == 0
+            stats["orphans"] += len(ours - recorded)
+            assert ours <= recorded, f"cycle {i}: {len(ours - recorded)} routes without a record"
+            if i % 2 == 0:  # the next run removes everything labctl made
+                r = labctl("route", "rm", "--all")
+                assert r.returncode == 0, r.stderr
+                stats["settled_by_rm"] += 1
+            else:  # the next run adopts what is there, adds the rest, then goes
+                r = labctl(*add_args)
+                assert r.returncode == 0, r.stderr
+                assert "will never remove" not in r.stderr
+                records = _route_records(state_dir)
+                assert set(records) == set(subnets)
+                assert not any(x.get("pending") for x in records.values())
+                assert all(_route_table(lab, desk).get(s) == ROUTE_VM for s in subnets)
+                r = labctl("route", "rm", "--all")
+                assert r.returncode == 0, r.stderr
+                stats["settled_by_add"] += 1
+            assert _route_table(lab, desk) == before, f"cycle {i}: the table is not as before"
+            assert _route_records(state_dir) == {}
+    with capsys.disabled():
+        print(f"\nkill -9 drill, route batches of 200 (seed {SEED + 3}): {stats}")
+    assert stats["killed"] >= 5 and stats["killed_with_routes_in_kernel"] >= 2

@@ -246,3 +246,40 @@ def test_broken_units_are_rejected():
 def test_device_unit_escape():
     assert persist.device_unit("vmnet2") == "sys-subsystem-net-devices-vmnet2.device"
     assert persist.device_unit("br-lab") == "sys-subsystem-net-devices-br\\x2dlab.device"
+
+
+# ---- write-ahead records settled by the table (issue 10, item 2) ------------------------------
+def test_pending_records_settle_against_the_table():
+    from labctl.routes import records as rec
+    from labctl.routes.tables import RouteOp
+
+    here = parse_ip_text("192.168.99.0/24 dev vmnet2 scope link\n10.1.0.0/24 via 192.168.99.100\n"
+                         "10.3.0.0/24 via 192.168.99.7\n10.4.0.0/24 via 192.168.99.100\n")
+    state = {"routes": [Record(N("10.3.0.0/24"), A("192.168.99.7"), "lab").as_dict(),
+                        Record(N("10.4.0.0/24"), GW, "lab").as_dict(),
+                        Record(N("10.5.0.0/24"), GW, "lab").as_dict()]}
+    rec.intend(state, [RouteOp("add", N("10.1.0.0/24"), GW), RouteOp("add", N("10.2.0.0/24"), GW),
+                       RouteOp("replace", N("10.3.0.0/24"), GW), RouteOp("delete", N("10.4.0.0/24"), GW),
+                       RouteOp("delete", N("10.5.0.0/24"), GW)], "lab")
+    pending = {r["destination"]: (r.get("pending"), r.get("previous")) for r in state["routes"]}
+    assert pending == {"10.1.0.0/24": ("add", None), "10.2.0.0/24": ("add", None),
+                       "10.3.0.0/24": ("add", "192.168.99.7"), "10.4.0.0/24": ("delete", None),
+                       "10.5.0.0/24": ("delete", None)}
+    # killed before the batch finished: 10.1 got in, 10.2 did not, the replace of 10.3 and the
+    # delete of 10.4 did not happen, 10.5 was deleted
+    assert rec.settle(state, here)
+    after = {r["destination"]: (r["gateway"], r.get("pending")) for r in state["routes"]}
+    assert after == {"10.1.0.0/24": ("192.168.99.100", None), "10.3.0.0/24": ("192.168.99.7", None),
+                     "10.4.0.0/24": ("192.168.99.100", None)}
+    assert not rec.settle(state, here)
+
+
+def test_a_pending_route_in_the_table_is_adopted_not_foreign(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path))
+    table = parse_ip_text("192.168.99.0/24 dev vmnet2 scope link\n10.1.0.0/24 via 192.168.99.100\n")
+    pending = Record(N("10.1.0.0/24"), GW, "lab", pending="add")
+    plan = plan_add(Paths("linux", Path("/")), [Wanted(N("10.1.0.0/24"), GW)], table, [pending], "lab")
+    assert not any(isinstance(c, RouteBatch) for c in plan.changes)
+    assert [c.description for c in plan.changes] == [
+        "settle labctl's unfinished route records (10.1.0.0/24)"]
+    assert not any("never remove" in n for n in plan.notes)

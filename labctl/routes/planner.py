@@ -43,6 +43,7 @@ class RouteBatch(Change):
                 for op in self.ops for argv in table.op_argvs(op)]
 
     def apply(self, ctx: ExecContext) -> None:
+        self._intend(ctx)
         table = table_for(self.paths)
         failure: str | None = None
         said: dict[RouteOp, str] = {}
@@ -94,19 +95,22 @@ class RouteBatch(Change):
                 problems.append(f"{' '.join(argv)}: {said[op]}")
         return "; ".join(problems) or None, said
 
-    def _record(self, ctx: ExecContext, after: list[Route]) -> None:
+    def _intend(self, ctx: ExecContext) -> None:
+        """Write-ahead: the batch's routes are recorded (pending) before the kernel sees them,
+        so a labctl killed during the batch leaves no route without a record."""
         from labctl import state as labstate
 
         state = labstate.load(self.paths)
-        before = labstate.dump(state)
-        for op in self.ops:
-            if not _took_effect(op, after):
-                continue
-            if op.action == "delete":
-                rec.drop(state, op.destination)
-            else:
-                rec.put(state, rec.Record(op.destination, op.gateway, self.machine, op.network))
-        if labstate.dump(state) != before:
+        rec.intend(state, self.ops, self.machine)
+        ctx.write(labstate.state_path(self.paths), labstate.dump(state), privileged=True)
+
+    def _record(self, ctx: ExecContext, after: list[Route]) -> None:
+        """Settle the pending records with the table as it is now: what took effect is
+        labctl's, what did not is dropped (or back to its previous gateway)."""
+        from labctl import state as labstate
+
+        state = labstate.load(self.paths)
+        if rec.settle(state, after):
             ctx.write(labstate.state_path(self.paths), labstate.dump(state), privileged=True)
 
 
@@ -127,6 +131,22 @@ def _forget_step(paths: Paths, forget: list[rec.Record]) -> Change:
     return labstate.update_step(paths, f"forget labctl's records of {names}", mutate)
 
 
+def _settle_step(paths: Paths, records: list[rec.Record], table: list[Route]) -> Change | None:
+    """Records still pending from a run that was killed during its batch: settled against the
+    table (adopted or dropped) before anything else is planned on them."""
+    from labctl import state as labstate
+
+    pending = [r for r in records if r.pending]
+    if not pending:
+        return None
+    names = ", ".join(str(r.destination) for r in pending[:3]) + (" …" if len(pending) > 3 else "")
+
+    def mutate(state: dict) -> None:
+        rec.settle(state, table)
+
+    return labstate.update_step(paths, f"settle labctl's unfinished route records ({names})", mutate)
+
+
 def _raise_conflicts(an: Analysis) -> None:
     if an.conflicts:
         msg, fix = an.conflicts[0]
@@ -136,9 +156,12 @@ def _raise_conflicts(an: Analysis) -> None:
 
 def plan_add(paths: Paths, wanted: list[Wanted], table: list[Route], records: list[rec.Record],
              machine: str = "", title: str | None = None) -> Plan:
-    an = analyze_add(wanted, table, records)
+    settle = _settle_step(paths, records, table)
+    an = analyze_add(wanted, table, rec.settled(records, table))
     _raise_conflicts(an)
     plan = Plan(title or f"routes to {len(wanted)} container subnet(s)")
+    if settle is not None:
+        plan.add(settle)
     plan.notes.extend(an.notes)
     plan.notes.extend(f"warning: {w}" for w in an.warnings)
     for w in an.present:
@@ -152,15 +175,19 @@ def plan_add(paths: Paths, wanted: list[Wanted], table: list[Route], records: li
 
 def plan_remove(paths: Paths, targets: list[rec.Record], table: list[Route],
                 title: str | None = None) -> Plan:
-    an = analyze_remove(targets, table)
+    settle = _settle_step(paths, targets, table)
+    an = analyze_remove(rec.settled(targets, table), table)
     plan = Plan(title or f"remove {len(targets)} labctl route(s)")
+    if settle is not None:
+        plan.add(settle)
     plan.notes.extend(an.notes)
     if an.ops:
         plan.add(RouteBatch(paths, an.ops))
     gone = [t for t in targets if t.destination not in {op.destination for op in an.ops}]
     if gone:
         plan.add(_forget_step(paths, gone))
-    if plan.empty and not plan.notes:
+    if not any(isinstance(c, RouteBatch) or "forget" in c.description for c in plan.changes) \
+            and not plan.notes:
         plan.notes.append("labctl has no routes to remove; nothing to do")
     return plan
 
@@ -168,12 +195,16 @@ def plan_remove(paths: Paths, targets: list[rec.Record], table: list[Route],
 def plan_sync(paths: Paths, wanted: list[Wanted], table: list[Route], records: list[rec.Record],
               machine: str = "") -> Plan:
     """Add what is missing, remove labctl's routes whose Docker network is gone; one batch."""
+    settle = _settle_step(paths, records, table)
+    records = rec.settled(records, table)
     keep = {w.destination for w in wanted}
     stale = [r for r in records if r.destination not in keep]
     add = analyze_add(wanted, table, records)
     _raise_conflicts(add)
     rm = analyze_remove(stale, table)
     plan = Plan(f"sync routes with the Engine's networks{' for ' + machine if machine else ''}")
+    if settle is not None:
+        plan.add(settle)
     plan.notes.extend(add.notes + [f"warning: {w}" for w in add.warnings] + rm.notes)
     ops = add.ops + rm.ops
     if ops:
@@ -181,6 +212,6 @@ def plan_sync(paths: Paths, wanted: list[Wanted], table: list[Route], records: l
     gone = [s for s in stale if s.destination not in {op.destination for op in rm.ops}]
     if gone:
         plan.add(_forget_step(paths, gone))
-    if plan.empty:
+    if not any(isinstance(c, RouteBatch) for c in plan.changes) and not gone:
         plan.notes.append("routes already match the Engine's networks; nothing to do")
     return plan

@@ -1,14 +1,24 @@
 """labctl's records of the routes it made (the "routes" list of its state file).  Only a
-recorded route is ever replaced or removed by labctl."""
+recorded route is ever replaced or removed by labctl.
+
+Records are written ahead: before a batch changes the kernel's table, every route it will add
+is recorded as ``pending: "add"`` (with the ``previous`` gateway of a route it replaces) and
+every route it will remove as ``pending: "delete"``.  After the batch, or on the next run if
+labctl was killed in between, the table settles each pending record: a route that is there as
+intended is adopted, one that is not is dropped (a replaced one falls back to its previous
+gateway).  So no route labctl adds is ever left without a record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labctl.paths import Paths
-from labctl.routes.model import IPv4Address, IPv4Network
+from labctl.routes.model import GATEWAY, IPv4Address, IPv4Network, Route
+
+if TYPE_CHECKING:
+    from labctl.routes.tables import RouteOp
 
 
 @dataclass(frozen=True)
@@ -18,18 +28,32 @@ class Record:
     machine: str = ""
     network: str | None = None
     created: str = ""
+    pending: str | None = None  # "add" / "delete": written ahead of a batch, not settled yet
+    previous: IPv4Address | None = None  # the gateway a pending replace had before
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record | None:
         try:
+            pending = data.get("pending")
+            previous = data.get("previous")
+            network = data.get("network")
             return cls(IPv4Network(str(data["destination"])), IPv4Address(str(data["gateway"])),
-                       str(data.get("machine") or ""), data.get("network"), str(data.get("created", "")))
-        except (KeyError, ValueError):
+                       str(data.get("machine") or ""), network if isinstance(network, str) else None,
+                       str(data.get("created", "")),
+                       pending if pending in ("add", "delete") else None,
+                       IPv4Address(str(previous)) if previous else None)
+        except (KeyError, ValueError, TypeError):
             return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"destination": str(self.destination), "gateway": str(self.gateway),
-                "machine": self.machine, "network": self.network, "created": self.created}
+        data: dict[str, Any] = {"destination": str(self.destination), "gateway": str(self.gateway),
+                                "machine": self.machine, "network": self.network,
+                                "created": self.created}
+        if self.pending:
+            data["pending"] = self.pending
+        if self.previous is not None:
+            data["previous"] = str(self.previous)
+        return data
 
 
 def from_state(state: dict[str, Any]) -> list[Record]:
@@ -46,6 +70,67 @@ def load(paths: Paths) -> list[Record]:
     from labctl import state as labstate
 
     return from_state(labstate.load(paths))
+
+
+def _via(table: list[Route], destination: IPv4Network, gateway: IPv4Address | None) -> bool:
+    return gateway is not None and any(
+        r.kind == GATEWAY and r.destination == destination and r.gateway == gateway for r in table)
+
+
+def settle_one(record: Record, table: list[Route]) -> Record | None:
+    """What a record is once the table is known: unchanged if it is not pending; a pending
+    one adopted (the route is there as intended), fallen back to its previous gateway, or
+    dropped (None)."""
+    if record.pending is None:
+        return record
+    if _via(table, record.destination, record.gateway):
+        return replace(record, pending=None, previous=None)
+    if record.pending == "add" and record.previous is not None \
+            and _via(table, record.destination, record.previous):
+        return replace(record, gateway=record.previous, pending=None, previous=None)
+    return None
+
+
+def settled(records: list[Record], table: list[Route]) -> list[Record]:
+    """The records as they are once every pending one is settled against ``table``."""
+    out = []
+    for r in records:
+        s = settle_one(r, table)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def settle(state: dict[str, Any], table: list[Route]) -> bool:
+    """Settle the state's pending records against ``table`` in place; True if any changed."""
+    changed = False
+    routes = []
+    for item in state.get("routes", []):
+        record = Record.from_dict(item) if isinstance(item, dict) else None
+        if record is None or record.pending is None:
+            routes.append(item)
+            continue
+        changed = True
+        s = settle_one(record, table)
+        if s is not None:
+            routes.append(s.as_dict())
+    state["routes"] = routes
+    return changed
+
+
+def intend(state: dict[str, Any], ops: list[RouteOp], machine: str) -> None:
+    """Record a batch's routes before it runs (see the module docstring)."""
+    current = {r.destination: r for r in from_state(state)}
+    for op in ops:
+        old = current.get(op.destination)
+        if op.action == "delete":
+            if old is not None:
+                put(state, replace(old, pending="delete", previous=None))
+            continue
+        previous = old.gateway if old is not None and old.gateway != op.gateway else None
+        put(state, Record(op.destination, op.gateway, machine or (old.machine if old else ""),
+                          op.network if op.network is not None else (old.network if old else None),
+                          old.created if old else "", "add", previous))
 
 
 def for_machine(records: list[Record], machine: str | None) -> list[Record]:
