@@ -145,7 +145,24 @@ class Converger:
                     raise Conflict(f"vmnet{m.vmnet} is {v.network}, not {m.subnet}",
                                    f"leave out --subnet, or pick another vmnet for {m.name}")
         for m in spec.machines:
+            if m.nic == "existing" and m.vmnet is not None:
+                self._check_existing_vmnet(m)
             self._check_writable(m, nf)
+
+    def _check_existing_vmnet(self, m: MachineSpec) -> None:
+        """--nic existing with --vmnet: only the NIC's own vmnet can carry its reservation."""
+        if self.dm.exists(m.name):
+            from labctl.vmware import facts
+            from labctl.vmware.vmx import reservation_vmnet
+
+            n0 = self.read_vmx(m.name)[2].nic(0)
+            if n0 is not None:  # refuses a --vmnet that is not the NIC's
+                reservation_vmnet(n0, facts.read_networking(self.paths)[1], m.vmnet, m.name)
+        elif m.vmnet != 8:
+            raise InvalidInput(f"--vmnet vmnet{m.vmnet} with --nic existing: the NIC docker-machine "
+                               f"creates for {m.name} is on vmnet8 (NAT), and its address is "
+                               "reserved there",
+                               "leave out --vmnet, or use --nic dedicated to put a NIC on that vmnet")
 
     def _check_writable(self, m: MachineSpec, nf: Any) -> None:
         """The files this machine's run will edit must be writable now (a read-only mount or
@@ -352,17 +369,10 @@ class Converger:
         if n0 is None or not n0.address:
             raise PreconditionMissing(f"{m.name}'s ethernet0 has no MAC yet (it gets one at first boot)",
                                       f"start it once: docker-machine start {m.name}")
-        kind = n0.connection_type or "nat"
-        if kind == "nat":
-            return n0.address, 8
-        if kind == "hostonly":
-            return n0.address, 1
-        if kind == "custom" and n0.vnet:
-            from labctl.paths import parse_vmnet
+        from labctl.vmware import facts
+        from labctl.vmware.vmx import reservation_vmnet
 
-            return n0.address, parse_vmnet(n0.vnet)
-        raise Conflict(f"{m.name}'s ethernet0 is {kind}: VMware's DHCP does not serve it",
-                       "use --nic dedicated")
+        return n0.address, reservation_vmnet(n0, facts.read_networking(self.paths)[1], m.vmnet, m.name)
 
     def ensure_reservation(self, m: MachineSpec, vmnet: int, mac: str) -> str:
         from labctl.vmware import lab as vlab

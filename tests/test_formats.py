@@ -229,7 +229,11 @@ def test_networking_packer_sample_nat_no():
 
 def test_workstation_networking_bridge_mappings():
     nf = NetworkingFile.parse(sample("workstation", "etc-vmware-networking"))
-    assert sorted(nf.vmnets) == [1, 8]  # VNL_DEFAULT_BRIDGE_VNET is not a VNET_<n> answer
+    # add_bridge_mapping br0 0 / eth1 2: bridged vmnets; VNL_DEFAULT_BRIDGE_VNET -1 names none
+    assert sorted(nf.vmnets) == [0, 1, 2, 8]
+    assert [(nf.vmnets[n].kind, nf.vmnets[n].bridge) for n in (0, 2)] == [("bridged", "br0"),
+                                                                          ("bridged", "eth1")]
+    assert nf.in_use == {0, 1, 2, 8}
     assert nf.vmnets[1].network == ipaddress.IPv4Network("192.168.5.0/24")
 
 

@@ -128,3 +128,54 @@ def test_workstation_vmnet_create_writes_dhcpd_conf(tmp_path, monkeypatch):
         check = subprocess.run(["/usr/sbin/dhcpd", "-t", "-cf", str(conf_path)],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
+
+
+# ---- bridged vmnets are in use (issue 10, item 3) ----------------------------------------------
+def _workstation_root(tmp_path, monkeypatch, text: bytes | None = None):
+    from tests.conftest import fixtures_dir
+
+    root = tmp_path / "root"
+    (root / "etc/vmware").mkdir(parents=True)
+    src = [p for p in fixtures_dir("workstation").iterdir() if "bridge-mappings" in p.name][0]
+    (root / "etc/vmware/networking").write_bytes(text if text is not None else src.read_bytes())
+    monkeypatch.setenv("LABCTL_ROOT", str(root))
+    monkeypatch.setenv("LABCTL_PLATFORM", "linux")
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
+    install_tool(root, "linux")
+    return root
+
+
+def test_vmnet_ls_shows_bridged_vmnets(tmp_path, monkeypatch):
+    """The real Workstation file bridges vmnet0 to br0 and vmnet2 to eth1 (add_bridge_mapping)."""
+    _workstation_root(tmp_path, monkeypatch)
+    r = labctl("vmnet", "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["vmnet"]: (row["kind"], row["bridge"]) for row in json.loads(r.stdout)}
+    assert rows == {"vmnet0": ("bridged", "br0"), "vmnet1": ("host-only", None),
+                    "vmnet2": ("bridged", "eth1"), "vmnet8": ("nat", None)}
+    table = labctl("vmnet", "ls")
+    line = [ln for ln in table.stdout.splitlines() if ln.startswith("vmnet2 ")][0]
+    assert "bridged" in line and "eth1" in line
+
+
+def test_vmnet_create_never_takes_a_bridged_vmnet(tmp_path, monkeypatch):
+    root = _workstation_root(tmp_path, monkeypatch)
+    networking = root / "etc/vmware/networking"
+    before = networking.read_bytes()
+    r = labctl("vmnet", "create", "--subnet", "192.168.99.0/24", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "VNET_3_HOSTONLY_SUBNET 192.168.99.0" in r.stdout and "VNET_2_" not in r.stdout
+    r = labctl("vmnet", "create", "--subnet", "192.168.99.0/24", "--vmnet", "vmnet2")
+    assert r.returncode == 2 and "vmnet2 already exists (bridged to eth1)" in r.stderr
+    assert networking.read_bytes() == before
+
+
+def test_every_vmnet_the_file_names_is_in_use():
+    from labctl.vmware.lab import pick_vmnet_number
+
+    nf = NetworkingFile.parse(b"VERSION=1,0\nanswer VNET_1_DHCP yes\nanswer VNL_DEFAULT_BRIDGE_VNET 3\n"
+                              b"add_bridge_mapping en0 2\nadd_nat_portfwd 4 tcp 2200 10.0.0.5 22\n"
+                              b"add_dhcp_mac_to_ip 5 00:50:56:00:00:01 10.0.5.9\n"
+                              b"# vmnet6 is kept for the lab upstairs\n")
+    assert nf.in_use == {1, 2, 3, 4, 5, 6}
+    assert pick_vmnet_number(nf) == 7

@@ -28,7 +28,8 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     ui.table(None, ["VMNET", "KIND", "SUBNET", "NETMASK", "DHCP", "HOST ADAPTER", "HOST INTERFACE",
                     "HOST ADDRESS"],
              [(r["vmnet"], r["kind"], r["subnet"], r["netmask"], ui.yesno(r["dhcp"]),
-               ui.yesno(r["virtual_adapter"]), r["host_interface"] or r["host_note"] or "-",
+               ui.yesno(r["virtual_adapter"]),
+               r["host_interface"] or r["bridge"] or r["host_note"] or "-",
                r["host_address"] or "-") for r in rows])
 
 

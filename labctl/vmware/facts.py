@@ -104,6 +104,7 @@ def _vmnet_row(v: Vmnet, adapter: Any, bridges: bool) -> dict[str, Any]:
         "vmnet": v.name,
         "number": v.number,
         "kind": v.kind,
+        "bridge": v.bridge,
         "subnet": str(v.network) if v.network else None,
         "netmask": v.netmask,
         "dhcp": v.dhcp,

@@ -168,7 +168,7 @@ def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
 
 
 def pick_vmnet_number(net: NetworkingFile) -> int:
-    used = set(net.vmnets)
+    used = net.in_use
     for n in range(FIRST_CUSTOM, LAST_CUSTOM + 1):
         if n not in used and n != 8:
             return n
@@ -191,7 +191,8 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
                 and existing.virtual_adapter:
             plan.notes.append(f"vmnet{number} already is host-only on {net} with DHCP; nothing to do")
             return plan, number
-        raise Conflict(f"vmnet{number} already exists ({existing.kind}, {existing.network}); "
+        what = f"bridged to {existing.bridge}" if existing.bridge else f"{existing.kind}, {existing.network}"
+        raise Conflict(f"vmnet{number} already exists ({what}); "
                        "labctl does not change a vmnet it did not create",
                        "pick another with --vmnet, or --vmnet auto")
     for other in nf.vmnets.values():

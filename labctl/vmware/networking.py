@@ -5,7 +5,10 @@
     answer VNET_1_HOSTONLY_SUBNET 172.16.141.0
     add_nat_portfwd 8 tcp 2200 172.16.99.128 22
 
-Lines are kept verbatim; ``answer VNET_<n>_<KEY> <value>`` lines are indexed.
+Lines are kept verbatim; ``answer VNET_<n>_<KEY> <value>`` lines are indexed, and so are
+``add_bridge_mapping <host interface> <n>`` lines (Fusion and Workstation both write them for
+a vmnet bridged to a host interface).  Every vmnet the file names anywhere — an answer, a
+bridge mapping, a port forward, a DHCP mapping, ``VNL_DEFAULT_BRIDGE_VNET`` — is in use.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from labctl.errors import MalformedFile
 from labctl.vmware.text import decode, encode
 
 _ANSWER = re.compile(r"^answer\s+VNET_(\d+)_([A-Z0-9_]+)(?:[ \t]+(.*?))?[ \t]*$")
+_BRIDGE = re.compile(r"^add_bridge_mapping[ \t]+(\S+)[ \t]+(\d+)[ \t]*$")
+# other lines naming a vmnet by number: "<verb> N …" (port forwards, DHCP mappings, …), the
+# default bridge, and any vmnetN / VNET_N_ anywhere
+_FIRST_ARG = re.compile(r"^(?:add|remove)_[a-z_]+[ \t]+(\d+)(?:[ \t]|$)")
+_DEFAULT_BRIDGE = re.compile(r"^answer[ \t]+VNL_DEFAULT_BRIDGE_VNET[ \t]+(\d+)")
+_MENTION = re.compile(r"\bvmnet(\d+)\b|\bVNET_(\d+)_")
 
 
 @dataclass(frozen=True)
 class Vmnet:
     number: int
     answers: dict[str, str]
+    bridge: str | None = None  # the host interface of an add_bridge_mapping line
 
     @property
     def name(self) -> str:
@@ -48,7 +58,7 @@ class Vmnet:
     def kind(self) -> str:
         if self.nat:
             return "nat"
-        if "HOSTONLY_SUBNET" in self.answers:
+        if "HOSTONLY_SUBNET" in self.answers and self.bridge is None:
             return "host-only"
         return "bridged"
 
@@ -102,12 +112,38 @@ class NetworkingFile:
                 out.append((i, int(m.group(1)), m.group(2), m.group(3) or ""))
         return out
 
+    def _bridges(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for line in self.lines:
+            m = _BRIDGE.match(line.rstrip("\r\n"))
+            if m and int(m.group(2)) <= 255:
+                out.setdefault(int(m.group(2)), m.group(1))
+        return out
+
     @property
     def vmnets(self) -> dict[int, Vmnet]:
+        """Every vmnet with answers or a bridge mapping."""
         found: dict[int, dict[str, str]] = {}
         for _, n, key, value in self._answers():
             found.setdefault(n, {})[key] = value
-        return {n: Vmnet(n, answers) for n, answers in sorted(found.items())}
+        bridges = self._bridges()
+        for n in bridges:
+            found.setdefault(n, {})
+        return {n: Vmnet(n, answers, bridges.get(n)) for n, answers in sorted(found.items())}
+
+    @property
+    def in_use(self) -> set[int]:
+        """Every vmnet number the file names anywhere: none of them is free for a new one."""
+        used = set(self.vmnets)
+        for line in self.lines:
+            text = line.rstrip("\r\n")
+            for rx in (_FIRST_ARG, _DEFAULT_BRIDGE):
+                m = rx.match(text)
+                if m:
+                    used.add(int(m.group(1)))
+            for a, b in _MENTION.findall(text):
+                used.add(int(a or b))
+        return {n for n in used if n <= 255}
 
     def get(self, number: int) -> Vmnet | None:
         return self.vmnets.get(number)

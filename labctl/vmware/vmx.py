@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from labctl.errors import InvalidInput
+from labctl.errors import Conflict, InvalidInput
 from labctl.vmware.text import decode, encode
+
+if TYPE_CHECKING:
+    from labctl.vmware.networking import NetworkingFile
 
 _LINE = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*(?:"(.*)"|(\S*))\s*$')
 _SAFE_VALUE = re.compile(r'^[^"\n\r|]*$')
@@ -112,15 +116,66 @@ class Vmx:
         return self.get("guestOS")
 
 
-def nic_vmnet(nic: Nic) -> int | None:
-    """The vmnet a NIC is on: NAT is vmnet8, host-only vmnet1, custom its ``vnet``; None for
-    a NIC on no vmnet VMware's DHCP serves (bridged)."""
-    kind = nic.connection_type or "nat"
+# ---- the network a NIC is really on --------------------------------------------------------------
+_VNET = re.compile(r"^(?:/dev/)?vmnet(\d{1,3})$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class NicNetwork:
+    kind: str  # "bridged", "nat", "hostonly", "custom", or whatever else the .vmx says
+    vmnet: int | None  # None: not on a vmnet (e.g. a LAN segment, a custom NIC with no vnet)
+
+    def describe(self) -> str:
+        where = f"vmnet{self.vmnet}" if self.vmnet is not None else "no vmnet"
+        return f"{self.kind} ({where})"
+
+
+def nic_network(nic: Nic) -> NicNetwork:
+    """VMware's rules: no ``connectionType`` means bridged (vmnet0); ``nat`` is vmnet8,
+    ``hostonly`` vmnet1, ``custom`` the vmnet in ``vnet`` (``vmnetN`` or ``/dev/vmnetN``)."""
+    kind = (nic.connection_type or "bridged").lower()
+    if kind == "bridged":
+        return NicNetwork("bridged", 0)
     if kind == "nat":
-        return 8
+        return NicNetwork("nat", 8)
     if kind == "hostonly":
-        return 1
-    if kind == "custom" and nic.vnet:
-        m = re.match(r"^vmnet(\d{1,3})$", nic.vnet.strip())
-        return int(m.group(1)) if m and int(m.group(1)) <= 255 else None
-    return None
+        return NicNetwork("hostonly", 1)
+    m = _VNET.match((nic.vnet or "").strip())
+    if kind == "custom" and m and int(m.group(1)) <= 255:
+        return NicNetwork("custom", int(m.group(1)))
+    return NicNetwork(kind, None)
+
+
+def reservation_vmnet(nic: Nic, networking: NetworkingFile, requested: int | None = None,
+                      vm: str = "the VM") -> int:
+    """The vmnet on which labctl can reserve ``nic``'s address (``--nic existing``): the one
+    the NIC is really on, if VMware's DHCP serves it.  A bridged NIC, a vmnet without DHCP or
+    a ``--vmnet`` that is not the NIC's own are refused, never ignored."""
+    net = nic_network(nic)
+    what = f"{vm}'s {nic.key} is {net.describe()}"
+    if net.kind == "bridged" or net.vmnet is None:
+        raise Conflict(f"{what}: its address comes from your LAN's DHCP, not VMware's, so labctl "
+                       "cannot reserve it" if net.kind == "bridged" else
+                       f"{what}: VMware's DHCP does not serve it, so labctl cannot reserve it",
+                       "use --nic dedicated (a second NIC on a host-only vmnet)")
+    v = networking.get(net.vmnet)
+    if v is None or v.kind == "bridged" or not v.dhcp:
+        state = ("not in the networking file" if v is None else
+                 f"bridged to {v.bridge}" if v.bridge else
+                 "bridged" if v.kind == "bridged" else "without DHCP")
+        raise Conflict(f"{what}, and vmnet{net.vmnet} is {state}: VMware's DHCP does not serve it, "
+                       "so labctl cannot reserve its address",
+                       "use --nic dedicated (a second NIC on a host-only vmnet)")
+    if requested is not None and requested != net.vmnet:
+        raise InvalidInput(f"--vmnet vmnet{requested} does not match {vm}'s {nic.key}, which is "
+                           f"{net.describe()}: --nic existing reserves the address on the NIC's "
+                           "own vmnet",
+                           "leave out --vmnet, or use --nic dedicated to put a NIC on that vmnet")
+    return net.vmnet
+
+
+def nic_vmnet(nic: Nic) -> int | None:
+    """The vmnet whose DHCP serves a NIC (see ``nic_network``); None for a bridged NIC or one
+    on no vmnet."""
+    net = nic_network(nic)
+    return None if net.kind == "bridged" else net.vmnet
