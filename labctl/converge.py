@@ -91,6 +91,7 @@ class Converger:
     _targets: dict[str, Any] = field(default_factory=dict)
     _states: dict[str, str] = field(default_factory=dict)  # read once; kept by create/stop/start
     _vm: dict[str, Any] = field(default_factory=dict)  # the VM's last probe (labctl.vmpath facts)
+    _adopt_power: dict[str, str] = field(default_factory=dict)  # adopted VMs: powered before up?
 
     # ---- applying -------------------------------------------------------------------------------
     def do(self, plan: Plan) -> None:
@@ -129,9 +130,6 @@ class Converger:
         refuse_unworkable(self.paths, spec.machines)  # arm64 boot2docker, Apple's DHCP (exit 3)
         self.dm.version()  # PreconditionMissing when docker-machine is not installed
         for m in spec.machines:
-            if m.adopting:
-                raise PreconditionMissing(f"{m.name}: adopting a VM is not available yet",
-                                          "leave out --adopt / vmx")
             self.dm.preflight_driver(m.driver)
         if not os.access(self.paths.network_tool, os.X_OK):
             raise PreconditionMissing(
@@ -148,6 +146,11 @@ class Converger:
             if m.nic == "existing" and m.vmnet is not None:
                 self._check_existing_vmnet(m)
             self._check_writable(m, nf)
+        for m in spec.machines:
+            if m.adopting:  # the VM the user installed: its .vmx, guest OS, SSH (labctl.adopt)
+                from labctl.adopt import Adopter
+
+                Adopter(self).preflight(m)
 
     def _check_existing_vmnet(self, m: MachineSpec) -> None:
         """--nic existing with --vmnet: only the NIC's own vmnet can carry its reservation."""
@@ -572,6 +575,10 @@ class Converger:
         return [self.up_one(m, nets[m.name]) for m in spec.machines]
 
     def up_one(self, m: MachineSpec, nets: EngineNets) -> Report:
+        if m.adopting:
+            from labctl.adopt import Adopter
+
+            return Adopter(self).up_one(m, nets)
         report = Report(m.name, nic=m.nic)
         before = self.changes
         if m.nic == "dedicated":
@@ -716,6 +723,11 @@ class Converger:
             else:
                 self.say(f"note: {name} is stopped, so labctl's firewall rule stays in its "
                          "bootsync.sh; start it and run labctl down again to remove it")
+        if rec.get("adopted"):  # a VM the user installed: never removed (labctl.adopt)
+            from labctl.adopt import Adopter
+
+            Adopter(self).teardown(name, rec)
+            exists = keep_vm = False
         # the NIC (only matters when the VM stays)
         if keep_vm and exists and rec.get("nic") == "dedicated" and rec.get("mac"):
             from labctl import nic

@@ -859,6 +859,14 @@ def test_apple_silicon_with_an_adopted_vm_is_fine(world):
     assert by_id(data, "host.arch")["status"] == "ok"
 
 
+def test_adopted_machine_uses_the_generic_driver(world):
+    world.state["machines"]["lab"]["driver"] = "generic"
+    world.write_state()
+    _, data = world.json("--check", "docker-machine.driver")
+    got = by_id(data, "docker-machine.driver")
+    assert got["status"] == "ok" and got["detail"].startswith("generic (built into docker-machine)")
+
+
 def test_docker_machine_install_hint_names_a_real_download(world):
     """docker-machine 0.16.2 has no Darwin-arm64 build: on Apple Silicon the hint installs
     Rosetta 2 and the Darwin-x86_64 one."""

@@ -5,6 +5,7 @@ refusal (`up --dry-run` plans its steps and exits 0), so the refusal is what sto
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import plistlib
@@ -156,3 +157,28 @@ def test_linux_arm64_refuses_the_vmware_plugin(tmp_path):
         refuse_unworkable(Paths("linux", tmp_path), spec.machines, env={"LABCTL_ARCH": "aarch64"})
     assert exc.value.message.startswith("this host's CPU is aarch64: the vmware driver")
     refuse_unworkable(Paths("linux", tmp_path), spec.machines, env={"LABCTL_ARCH": "x86_64"})
+
+
+# ---- --adopt: what can be known without the VM ---------------------------------------------------
+def test_adopt_no_such_vmx(desk):
+    vmx = desk.tmp / "Virtual Machines.localized" / "debian.vmwarevm" / "debian.vmx"
+    assert refused(desk, "lab", "--adopt", str(vmx), LABCTL_ARCH="arm64") == (
+        f"labctl: error: no such .vmx: {vmx}; nothing was changed (fix: give the VM's configuration "
+        "file, e.g. ~/Virtual Machines.localized/NAME.vmwarevm/NAME.vmx (Fusion) or "
+        "~/vmware/NAME/NAME.vmx (Workstation))")
+
+
+def test_adopt_photon_vmx_and_missing_key(desk):
+    folder = desk.tmp / "Virtual Machines.localized" / "photon.vmwarevm"
+    folder.mkdir(parents=True)
+    vmx = folder / "photon.vmx"
+    vmx.write_text('.encoding = "UTF-8"\ndisplayName = "photon"\nguestOS = "vmware-photon-64"\n')
+    line = refused(desk, "lab", "--adopt", str(vmx), LABCTL_ARCH="arm64")
+    assert line.startswith("labctl: error: photon.vmx runs Photon OS, which docker-machine 0.16.2 "
+                           "cannot provision (it has no Photon OS provisioner); nothing was changed")
+    assert line.endswith(f"labctl photon reset-password '{vmx}')")
+    vmx.write_text('.encoding = "UTF-8"\ndisplayName = "debian"\nguestOS = "arm-debian12-64"\n')
+    line = refused(desk, "lab", "--adopt", str(vmx), LABCTL_ARCH="arm64")  # HOME has no ~/.ssh
+    assert line == ("labctl: error: no SSH key: neither ~/.ssh/id_ed25519 nor ~/.ssh/id_rsa exists "
+                    "and --ssh-key was not given; nothing was changed (fix: ssh-keygen -t ed25519 && "
+                    f"ssh-copy-id {getpass.getuser()}@VM-ADDRESS, or pass --ssh-key PATH)")

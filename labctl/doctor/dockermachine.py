@@ -55,5 +55,7 @@ def driver(ctx: Context) -> Result:
             return fail(f"{PLUGIN_BINARY} (driver vmware) is not on PATH",
                         _driver_install(ctx))
         return ok(f"vmware plugin at {exe}")
+    if name == "generic":
+        return ok("generic (built into docker-machine): a VM labctl adopted, provisioned over SSH")
     return warn(f"the lab machine uses driver {name!r}, which labctl does not know",
                 "recreate the machine with -d vmwarefusion (macOS) or -d vmware")

@@ -74,3 +74,47 @@ def running_vms(paths: Paths, runner=None) -> list[str]:
             f"vmrun list failed: {detail[-1] if detail else f'exit status {result.returncode}'}",
             argv=cmd.argv, returncode=result.returncode, stdout=result.stdout, stderr=result.stderr)
     return parse_list(result.stdout)
+
+
+# ---- power and the guest's address (a VM labctl adopts) ----------------------------------------
+IP_RE = re.compile(r"^\s*(\d{1,3}(?:\.\d{1,3}){3})\s*$")
+
+
+def _vmrun(paths: Paths, runner, *args: str, timeout: float):
+    from labctl.runner import Runner
+
+    if not available(paths):
+        raise PreconditionMissing(f"vmrun not found at {paths.vmrun}",
+                                  f"install {paths.product} or put vmrun on your PATH")
+    return (runner or Runner()).run([str(paths.vmrun), *args], timeout=timeout, check=False)
+
+
+def is_running(paths: Paths, vmx: Path | str, runner=None) -> bool:
+    """Whether ``vmx`` is among the VMs ``vmrun list`` shows (names compared as people read them)."""
+    want = normalize(str(Path(vmx)))
+    return any(normalize(str(Path(p))) == want for p in running_vms(paths, runner))
+
+
+def stop_command(paths: Paths, vmx: Path | str, hard: bool = False) -> Command:
+    """``vmrun stop VMX soft``: the guest shuts down cleanly (``hard``: power off)."""
+    return Command([str(paths.vmrun), "stop", str(vmx), "hard" if hard else "soft"],
+                   timeout=START_TIMEOUT)
+
+
+def guest_ip(paths: Paths, vmx: Path | str, runner=None, wait: float = 0.0) -> tuple[str | None, str]:
+    """``vmrun getGuestIPAddress VMX [-wait]`` (VMware Tools' view of the guest's address):
+    (the IPv4 address or None, what vmrun said, for messages).  ``wait`` > 0 lets vmrun wait
+    for the Tools, at most that many seconds."""
+    from labctl.errors import CommandTimeout
+
+    args = ["getGuestIPAddress", str(vmx)] + (["-wait"] if wait > 0 else [])
+    try:
+        result = _vmrun(paths, runner, *args, timeout=max(wait, 15.0))
+    except CommandTimeout:
+        return None, f"no address within {max(wait, 15.0):g} s"
+    text = (result.stdout or result.stderr).strip()
+    m = IP_RE.match(text.splitlines()[0]) if result.ok and text else None
+    if m:
+        return m.group(1), m.group(1)
+    said = text.splitlines()[-1] if text else f"exit status {result.returncode}"
+    return None, said

@@ -63,8 +63,10 @@ sysctl -qw net.ipv4.ip_forward=0
 mkdir -p /run/sshd /var/log
 chmod 0755 /run/sshd
 systemctl start docker >> /var/log/labctl-init.log 2>&1
-/usr/sbin/sshd -D -e >> /var/log/sshd.log 2>&1 &
-i=0; while [ $i -lt 100 ] && ! ss -Hltn 'sport = :22' | grep -q .; do sleep 0.1; i=$((i+1)); done
+if [ ! -e /etc/labctl-no-sshd ]; then
+  /usr/sbin/sshd -D -e >> /var/log/sshd.log 2>&1 &
+  i=0; while [ $i -lt 100 ] && ! ss -Hltn 'sport = :22' | grep -q .; do sleep 0.1; i=$((i+1)); done
+fi
 echo booted > /run/labctl-booted
 trap 'kill -TERM -1; exit 0' TERM INT
 while :; do wait; sleep 1; done
@@ -91,6 +93,13 @@ execstart() {
     done < "$f"
   done
   printf '%s\n' "$line" | sed 's#-H fd://#-H unix:///run/docker.sock#'
+}
+
+execstartpost() {
+  for f in "$(unitfile "$1")" /etc/systemd/system/"$1".service.d/*.conf; do
+    [ -f "$f" ] || continue
+    sed -n 's/^ExecStartPost=//p' "$f"
+  done
 }
 
 environment() {
@@ -135,7 +144,13 @@ start_service() {
   echo $! > "$(pidfile "$1")"
   i=0
   while [ $i -lt 300 ]; do
-    ready "$1" && return 0
+    if ready "$1"; then
+      execstartpost "$1" | while IFS= read -r post; do
+        echo "--- $(date +%T) post: $post" >> "$log"
+        eval "$post" >> "$log" 2>&1 || echo "$1.service: ExecStartPost failed: $post" >&2
+      done
+      return 0
+    fi
     running "$1" || { echo "$1.service: the daemon exited; see $log" >&2; tail -n 5 "$log" >&2; return 1; }
     sleep 0.2; i=$((i+1))
   done
@@ -324,7 +339,8 @@ class FullVM:
 
     def __init__(self, ns: str, disk: Path, run_dir: Path, *, hostname: str,
                  authorized_keys: list[str], user: str = "lab", os_release: str | None = None,
-                 cgroup: str = "") -> None:
+                 cgroup: str = "", sshd: bool = True) -> None:
+        self.sshd = sshd
         self.ns = ns
         self.disk = Path(disk)
         self.run_dir = Path(run_dir)
@@ -358,6 +374,11 @@ class FullVM:
                                           hosts.replace("127.0.0.1\tlocalhost\n", ""))
         if self.os_release is not None:
             (up / "etc/os-release").write_text(self.os_release)
+        nosshd = up / "etc/labctl-no-sshd"  # a VM whose sshd is not enabled
+        if self.sshd:
+            nosshd.unlink(missing_ok=True)
+        else:
+            nosshd.write_text("sshd is not enabled in this VM\n")
         home = up / "home" / self.user / ".ssh"
         home.mkdir(parents=True, exist_ok=True)
         (home / "authorized_keys").write_text("".join(k.strip() + "\n" for k in self.authorized_keys))
@@ -414,14 +435,19 @@ class FullVM:
         every process of the VM; the VM's mounts go with its mount namespace."""
         pid = _pid(self.pidfile)
         if pid is not None and _alive(pid) and "unshare" in _cmdline(pid):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
+            # a clean shutdown first: the init (unshare's child) passes SIGTERM on to every
+            # process and exits; unshare itself ignores SIGTERM while it waits for its child
+            for child in _children(pid):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and _alive(pid):
-                    time.sleep(0.05)
-                if not _alive(pid):
-                    break
+                    os.kill(child, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # --kill-child: its child dies with it
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
         self.pidfile.unlink(missing_ok=True)
 
 
@@ -452,10 +478,10 @@ def guest_of(vmx: Path) -> dict | None:
 
 
 def write_guest(vmdk: Path, *, hostname: str, authorized_keys: list[str], user: str = "lab",
-                os_release: str | None = None, tools: bool = True) -> None:
+                os_release: str | None = None, tools: bool = True, sshd: bool = True) -> None:
     vmdk.write_text(json.dumps({GUEST_MARK: "fullvm", "hostname": hostname, "user": user,
                                 "authorized_keys": authorized_keys, "os_release": os_release,
-                                "tools": tools}, indent=1) + "\n")
+                                "tools": tools, "sshd": sshd}, indent=1) + "\n")
 
 
 def _pid(path: Path) -> int | None:
@@ -464,6 +490,14 @@ def _pid(path: Path) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
 
 
 def _alive(pid: int) -> bool:

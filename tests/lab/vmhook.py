@@ -328,7 +328,7 @@ class VM:
         return FullVM(self.ns, self.disk, self.run_dir, hostname=str(guest.get("hostname") or self.name),
                       authorized_keys=list(guest.get("authorized_keys") or []),
                       user=str(guest.get("user") or "lab"), os_release=guest.get("os_release"),
-                      cgroup=self.cgroup)
+                      cgroup=self.cgroup, sshd=bool(guest.get("sshd", True)))
 
     def dhclient(self, ifname: str) -> None:
         from tests.lab.netns import DHCLIENT_SCRIPT  # (imports pytest: only where needed)

@@ -316,7 +316,7 @@ class LabWorld:
 
     # ---- a VM the user installed (a fuller VM: Debian with sshd and dockerd) -----------------------------
     def user_vm(self, name: str, authorized_key: str, *, os_release: str | None = None,
-                tools: bool = True, guest_os: str = "debian12-64") -> Path:
+                tools: bool = True, guest_os: str = "debian12-64", sshd: bool = True) -> Path:
         """A VM folder as Fusion/Workstation leaves it after an install (a path with a space):
         ``NAME.vmx`` (ethernet0 on NAT, its generated MAC already written at first boot) and
         ``NAME.vmdk``, whose "installed OS" is a fuller VM (tests/lab/fullvm.py) with user lab
@@ -329,7 +329,7 @@ class LabWorld:
         vmx = folder / f"{name}.vmx"
         vmx.write_text(USER_VMX.format(name=name, mac=mac, guest_os=guest_os))
         write_guest(folder / f"{name}.vmdk", hostname=name, authorized_keys=[authorized_key],
-                    os_release=os_release, tools=tools)
+                    os_release=os_release, tools=tools, sshd=sshd)
         return vmx
 
     def vmrun(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
