@@ -247,6 +247,10 @@ class Adopter:
         if problem is not None:
             raise problem
         login = login_for(m)
+        if m.nic == "dedicated" and not (os.access(m.vmx, os.W_OK) and os.access(m.vmx.parent, os.W_OK)):
+            raise PreconditionMissing(
+                f"{m.vmx} is not writable for {getpass.getuser()}, so labctl cannot add the lab NIC; "
+                "nothing was changed", "make the VM folder yours (it is your VM), or use --nic existing")
         if not self.paths.vmrun.is_file():
             raise PreconditionMissing(f"vmrun not found at {self.paths.vmrun}",
                                       f"install {self.paths.product} (it starts the VM)")
