@@ -433,15 +433,11 @@ class Adopter:
     def open_path(self, m: MachineSpec, ip: str, vmnet: int) -> dict[str, Any] | None:
         """The VM-side firewall rule (labctl.vmpath): routed traffic from the vmnet reaches the
         containers."""
-        ensure = getattr(self.conv, "ensure_vm_path", None)
-        if ensure is None:
-            return None
         if self.conv.dry_run and not self.conv.dm.exists(m.name):
             self.conv.show_plan(f"then: accept traffic from vmnet{vmnet} on {m.name}'s lab NIC in "
                                 "DOCKER-USER (now, and at every boot)")
             return None
-        result = ensure(m.name, ip, vmnet)
-        return result if isinstance(result, dict) else None
+        return self.conv.ensure_vm_path(m.name, ip, vmnet)
 
     # -- down --
     def teardown(self, name: str, rec: dict[str, Any]) -> None:

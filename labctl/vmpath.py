@@ -55,7 +55,7 @@ def _sections() -> list[tuple[str, str]]:
         ("bootsync", f"if [ -e {BOOTSYNC} ]; then echo present; sudo cat {BOOTSYNC}; fi"),
         ("dropin", f"if [ -e {DROPIN} ]; then echo present; sudo cat {DROPIN}; fi"),
         ("ip_forward", "cat /proc/sys/net/ipv4/ip_forward 2>/dev/null"),
-        ("b2d", "[ -d /var/lib/boot2docker ] && echo yes"),
+        ("b2d", "if [ -d /var/lib/boot2docker ]; then echo yes; fi"),  # exit 0 off boot2docker
     ]
 
 

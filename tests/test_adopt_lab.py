@@ -11,7 +11,6 @@ Root and debootstrap (the Debian root is built once and cached).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -23,8 +22,6 @@ from tests.lab.world import LabWorld, require_world
 
 PHOTON_OS_RELEASE = 'NAME="VMware Photon OS"\nVERSION="5.0"\nID=photon\nVERSION_ID=5.0\n' \
                     'PRETTY_NAME="VMware Photon OS/Linux"\n'
-#: the VM-side firewall phase (labctl.vmpath): with it, routed traffic reaches the containers
-VM_PATH = importlib.util.find_spec("labctl.vmpath") is not None
 ENV = {"LABCTL_SSH_TIMEOUT": "20", "LABCTL_IP_TIMEOUT": "120", "LABCTL_STANDIN_SSH_WAIT": "60"}
 
 
@@ -169,12 +166,11 @@ def test_adopt_up_reachable_noop_down(world):
     assert (cfg["DriverName"], cfg["Driver"]["IPAddress"]) == ("generic", ip)
     # a container on an unpublished port answers by its own IP from the desktop
     cid, cip = world.run_httpd("lab")
-    ok, detail = world.reachable(cip, timeout=10 if VM_PATH else 3)
-    if VM_PATH:
-        assert ok, detail + "\n" + up.stdout + up.stderr
-    else:  # no VM-side firewall phase yet: the strict host drops routed traffic (FORWARD DROP)
-        assert not ok, detail
-        assert "-P FORWARD DROP" in world.docker_machine("ssh", "lab", "sudo iptables -S FORWARD").stdout
+    ok, detail = world.reachable(cip)
+    assert ok, detail + "\n" + up.stdout + up.stderr
+    # ... through labctl's rule: the host is as strict as a real one (dockerd set FORWARD DROP)
+    fwd = world.docker_machine("ssh", "lab", "sudo iptables -S FORWARD; sudo iptables -S DOCKER-USER").stdout
+    assert "-P FORWARD DROP" in fwd and "-s 192.168." in fwd and "-j ACCEPT" in fwd, fwd
     # a second up changes nothing (no privileged command, no VMware networking, no VM power)
     audit, calls, n = len(world.audit()), world.network_calls(), len(vmrun_calls(world))
     again = world.labctl("up", *args, env=ENV)
@@ -182,7 +178,7 @@ def test_adopt_up_reachable_noop_down(world):
     assert "nothing to do" in again.stdout + again.stderr
     assert world.audit()[audit:] == [] and world.network_calls() == calls
     assert [c["args"][0] for c in vmrun_calls(world)[n:] if c["args"][0] in ("start", "stop")] == []
-    assert world.reachable(cip, timeout=10 if VM_PATH else 3)[0] is VM_PATH
+    assert world.reachable(cip)[0]
     # down: the VM stays; its .vmx and VMware's files are as before up; the VM is off again
     down = world.labctl("down", "lab", env=ENV)
     assert down.returncode == 0, down.stdout + down.stderr
