@@ -30,8 +30,9 @@ KEEP_BACKUPS = 20
 
 def atomic_write(path: Path, data: bytes, *, default_mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a reader (or a crash) only ever sees the old
-    or the new content.  Mode and owner of an existing file are kept."""
-    path = Path(path)
+    or the new content.  Mode and owner of an existing file are kept; a symlink stays a
+    symlink (its target is replaced)."""
+    path = real_target(Path(path))
     directory = path.parent
     try:
         st: os.stat_result | None = os.stat(path)
@@ -56,6 +57,18 @@ def atomic_write(path: Path, data: bytes, *, default_mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def real_target(path: Path) -> Path:
+    """``path``, or for a symlink the file it points to (which must exist)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.is_file():
+        raise PreconditionMissing(f"{path} is a symlink to {target}, which is not a file; "
+                                  "nothing was changed", f"point {path} at the real file, or "
+                                  "replace it with one")
+    return target
 
 
 _TMP_MARK = ".labctl-"

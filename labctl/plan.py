@@ -96,6 +96,9 @@ class WriteFile(Change):
                 f"{self.path} changed while labctl was planning; nothing was written",
                 "run the command again",
             )
+        if self.path.is_symlink():
+            ctx.notices.append(f"{self.path} is a symlink: labctl changed the file it points to, "
+                               f"{fileops.real_target(self.path)}")
         ctx.write(self.path, self.new, privileged=self.privileged, mode=self.mode)
 
 

@@ -27,13 +27,63 @@ def load(paths: Paths) -> dict[str, Any]:
     except FileNotFoundError:
         return copy.deepcopy(EMPTY)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedFile(f"labctl's state file {path} is damaged: {exc}",
-                            f"restore it from {paths.backup_dir} or remove it") from exc
+        raise _damaged(paths, str(exc)) from exc
     except PermissionError:
         return copy.deepcopy(EMPTY)
+    problem = shape_problem(data)
+    if problem:
+        raise _damaged(paths, problem)
     for key, value in EMPTY.items():
         data.setdefault(key, copy.deepcopy(value))
     return dict(data)
+
+
+def _damaged(paths: Paths, what: str) -> MalformedFile:
+    return MalformedFile(f"labctl's state file {state_path(paths)} is damaged: {what}",
+                         f"restore its newest good copy from {paths.backup_dir}, or remove it "
+                         "(labctl then forgets what it set up)")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def shape_problem(data: Any) -> str | None:
+    """Why ``data`` is not a state labctl wrote (None: it is)."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, found {_kind(data)}"
+    containers = {"vmnets": dict, "machines": dict, "units": dict, "routes": list}
+    for key, want in containers.items():
+        if key in data and not isinstance(data[key], want):
+            return f'"{key}" should be a {"list" if want is list else "object"}, found {_kind(data[key])}'
+    default = data.get("default_vmnet")
+    if default is not None and (not isinstance(default, int) or isinstance(default, bool)):
+        return f'"default_vmnet" should be a number, found {_kind(default)}'
+    for key, info in data.get("vmnets", {}).items():
+        if not str(key).isdigit() or not isinstance(info, dict):
+            return f'vmnets: entry {key!r} should be a vmnet number with an object'
+    for name, rec in data.get("machines", {}).items():
+        if not isinstance(rec, dict):
+            return f"machine {name!r} should be an object, found {_kind(rec)}"
+        vmnet = rec.get("vmnet")
+        if vmnet is not None and not (isinstance(vmnet, int) and not isinstance(vmnet, bool)
+                                      or isinstance(vmnet, str) and vmnet.isdigit()):
+            return f'machine {name!r}: "vmnet" should be a number, found {_kind(vmnet)}'
+        for key in ("mac", "ip", "vmx", "nic", "driver", "context"):
+            if rec.get(key) is not None and not isinstance(rec[key], str):
+                return f'machine {name!r}: "{key}" should be text, found {_kind(rec[key])}'
+        for key in ("engine", "firewall"):
+            if rec.get(key) is not None and not isinstance(rec[key], dict):
+                return f'machine {name!r}: "{key}" should be an object, found {_kind(rec[key])}'
+    from labctl.routes.records import Record
+
+    for i, item in enumerate(data.get("routes", [])):
+        if not isinstance(item, dict) or Record.from_dict(item) is None:
+            return f"route record {i + 1} is not a destination and gateway"
+    for key, value in data.get("units", {}).items():
+        if not isinstance(value, str):
+            return f"unit {key!r} should be a path, found {_kind(value)}"
+    return None
 
 
 def dump(state: dict[str, Any]) -> bytes:

@@ -359,3 +359,216 @@ def test_kill9_drill_route_batches(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nkill -9 drill, route batches of 200 (seed {SEED + 3}): {stats}")
     assert stats["killed"] >= 5 and stats["killed_with_routes_in_kernel"] >= 2
+
+
+# ---- files labctl did not expect (issue 10, items 5 and 7) -------------------------------------
+def run_labctl(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "labctl", *args], env={**_env(root), **env},
+                          cwd=str(REPO), capture_output=True, text=True, timeout=120)
+
+
+def one_error(r: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("labctl: ")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def fusion(tmp_path):
+    need_dhcpd()
+    root = make_fusion_root(tmp_path / "root")
+    install_fake_vmnet_cli(root)
+    return root
+
+
+USER_BLOCK = "host web {\n\thardware ethernet 00:0c:29:aa:bb:02;\n\tfixed-address 172.16.141.9;\n}\n"
+
+
+def test_a_users_block_between_labctls_markers_is_kept(fusion):
+    """Item 5: someone put their own host block inside labctl's begin/end markers; release
+    and a re-reserve remove only labctl's block, keep theirs, and say so."""
+    conf = conf_path(fusion, 1)
+    original = conf.read_text()
+    end = "# labctl: end reservation lab\n"
+
+    def reserve(ip: str) -> subprocess.CompletedProcess[str]:
+        return run_labctl(fusion, "dhcp", "reserve", "lab", "--mac", POOL["lab"], "--ip", ip,
+                          "--vmnet", "vmnet1", "--no-restart")
+
+    assert reserve("172.16.141.5").returncode == 0
+    conf.write_text(conf.read_text().replace(end, USER_BLOCK + end))
+    assert_dhcpd_ok(conf)
+    r = run_labctl(fusion, "dhcp", "release", "lab", "--vmnet", "vmnet1", "--no-restart")
+    assert r.returncode == 0, r.stderr
+    assert "host web (line" in r.stderr and "stays" in r.stderr
+    after = conf.read_text()
+    assert after.startswith(original) and USER_BLOCK in after
+    assert "labctl:" not in after and "host lab" not in after
+    assert docker_machine_ip([conf], "00:0c:29:aa:bb:02") == "172.16.141.9"
+    assert_dhcpd_ok(conf)
+    # the same inside a block that is replaced (another address)
+    with_web = conf.read_text()
+    assert reserve("172.16.141.5").returncode == 0
+    web2 = USER_BLOCK.replace("web", "web2").replace("02;", "03;").replace(".9;", ".8;")
+    conf.write_text(conf.read_text().replace(end, web2 + end))
+    r = reserve("172.16.141.6")
+    assert r.returncode == 0, r.stderr
+    assert "host web2 (line" in r.stderr and web2 in conf.read_text()
+    assert docker_machine_ip([conf], POOL["lab"]) == "172.16.141.6"
+    assert_dhcpd_ok(conf)
+    r = run_labctl(fusion, "dhcp", "release", "lab", "--vmnet", "vmnet1", "--no-restart")
+    assert r.returncode == 0, r.stderr
+    assert conf.read_text().startswith(with_web) and web2 in conf.read_text()
+    assert "host lab" not in conf.read_text()
+
+
+def test_a_symlinked_dhcpd_conf_stays_a_symlink(fusion, tmp_path):
+    """Item 7: the file the symlink points to is edited; the symlink stays; a dangling one is
+    refused."""
+    conf = conf_path(fusion, 1)
+    original = conf.read_bytes()
+    real = tmp_path / "dotfiles" / "vmnet1-dhcpd.conf"
+    real.parent.mkdir()
+    conf.rename(real)
+    conf.symlink_to(real)
+    r = run_labctl(fusion, "dhcp", "reserve", "lab", "--mac", POOL["lab"], "--vmnet", "vmnet1",
+                   "--no-restart")
+    assert r.returncode == 0, r.stderr
+    assert conf.is_symlink() and os.readlink(conf) == str(real)
+    assert docker_machine_ip([real], POOL["lab"]) and "is a symlink" in r.stderr
+    assert_dhcpd_ok(real)
+    assert [p.name for p in real.parent.iterdir()] == [real.name]  # no temp file left beside it
+    r = run_labctl(fusion, "dhcp", "release", "lab", "--vmnet", "vmnet1", "--no-restart")
+    assert r.returncode == 0, r.stderr
+    assert conf.is_symlink() and real.read_bytes() == original
+    real.rename(tmp_path / "moved")  # now the symlink dangles
+    r = run_labctl(fusion, "dhcp", "reserve", "lab", "--mac", POOL["lab"], "--vmnet", "vmnet1",
+                   "--no-restart")
+    assert r.returncode in (2, 3) and conf.is_symlink() and not real.exists()
+    one_error(r)
+
+
+BROKEN = {
+    "duplicate host": lambda t: t + USER_BLOCK + USER_BLOCK.replace("02;", "03;").replace(".9;", ".8;"),
+    "byte-order mark": lambda t: "\ufeff" + t,
+    "dash-separated MAC": lambda t: t + USER_BLOCK.replace("00:0c:29:aa:bb:02", "00-0c-29-aa-bb-02"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_a_dhcpd_conf_dhcpd_rejects_is_not_edited(fusion, fault):
+    """Item 7: a file the real `dhcpd -t` already rejects is refused with the reason, not
+    edited (the edit would look like labctl's fault)."""
+    conf = conf_path(fusion, 1)
+    conf.write_text(BROKEN[fault](conf.read_text()))
+    broken = conf.read_bytes()
+    from dhcp_helpers import dhcpd_check
+
+    assert dhcpd_check(conf).returncode != 0  # the premise: dhcpd rejects it as it is
+    r = run_labctl(fusion, "dhcp", "reserve", "lab", "--mac", POOL["lab"], "--vmnet", "vmnet1",
+                   "--no-restart")
+    assert r.returncode == 2, r.stderr
+    line = one_error(r)
+    reason = {"duplicate host": "host web is declared twice", "byte-order mark": "byte-order mark",
+              "dash-separated MAC": "00-0c-29-aa-bb-02"}[fault]
+    assert "dhcpd would reject" in line and reason in line and "fix:" in line
+    assert conf.read_bytes() == broken
+
+
+def test_crlf_files_keep_their_line_endings(fusion):
+    """Item 7: a CRLF networking file gets CRLF lines; a CRLF dhcpd.conf is refused (a block
+    in it would mix line endings, and docker-machine cannot read CRLF lines), unchanged."""
+    networking = fusion / PREFS / "networking"
+    networking.write_bytes(networking.read_bytes().replace(b"\n", b"\r\n"))
+    r = run_labctl(fusion, "vmnet", "create", "--subnet", "192.168.99.0/24")
+    assert r.returncode == 0, r.stderr
+    data = networking.read_bytes()
+    assert b"VNET_2_HOSTONLY_SUBNET 192.168.99.0\r\n" in data
+    assert data.count(b"\n") == data.count(b"\r\n")
+    conf = conf_path(fusion, 1)
+    conf.write_bytes(conf.read_bytes().replace(b"\n", b"\r\n"))
+    crlf = conf.read_bytes()
+    assert_dhcpd_ok(conf)
+    r = run_labctl(fusion, "dhcp", "reserve", "lab", "--mac", POOL["lab"], "--vmnet", "vmnet1",
+                   "--no-restart")
+    assert r.returncode == 2 and "CRLF" in one_error(r)
+    assert conf.read_bytes() == crlf
+
+
+def test_crlf_vmx_gets_crlf_lines():
+    from labctl.vmware.vmx import Vmx
+
+    vmx = Vmx.parse(b'.encoding = "UTF-8"\r\nethernet0.present = "TRUE"\r\n')
+    vmx.set("ethernet0.connectionType", "nat")
+    assert vmx.dump() == (b'.encoding = "UTF-8"\r\nethernet0.present = "TRUE"\r\n'
+                          b'ethernet0.connectionType = "nat"\r\n')
+
+
+DAMAGED_STATES = ["[]", '"state"', '{"routes": {}}', '{"machines": []}', '{"machines": {"lab": 5}}',
+                  '{"machines": {"lab": {"vmnet": "two", "ip": "192.168.99.3"}}}',
+                  '{"machines": {"lab": {"vmnet": 2, "ip": 7}}}', '{"routes": [{"destination": "x"}]}',
+                  '{"default_vmnet": "vmnet2"}', '{"vmnets": {"two": {}}}', '{"units": {"x": 1}}']
+
+
+@pytest.mark.parametrize("content", DAMAGED_STATES)
+def test_a_damaged_state_file_is_a_clear_error(fusion, content):
+    """Item 7: a state.json of the wrong shape is one line with the fix, exit 2, for every
+    command that reads it, and nothing changes."""
+    state = fusion / STATE / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(content)
+    conf = conf_path(fusion, 1)
+    before = conf.read_bytes()
+    for args in (["status"], ["route", "ls"], ["route", "rm", "--all"], ["down", "lab"],
+                 ["dhcp", "reserve", "lab", "--mac", POOL["lab"], "--no-restart"]):
+        r = run_labctl(fusion, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        line = one_error(r)
+        assert "state file" in line and "is damaged" in line and "fix: restore" in line, line
+    assert conf.read_bytes() == before and state.read_text() == content
+
+
+def test_an_unreadable_dhcpd_conf_is_a_missing_precondition(tmp_path):
+    """Item 7: a dhcpd.conf this user may not read: exit 3 with the fix, not 2."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to play another user")
+    import shutil
+    import tempfile
+
+    from labctl.errors import EXIT_PRECONDITION
+    from labctl.paths import Paths
+    from labctl.vmware import facts
+
+    public = Path(tempfile.mkdtemp(prefix="labctl-test-"))
+    try:
+        public.chmod(0o755)
+        root = make_fusion_root(public / "root")
+        for d in [public / "root", *sorted((public / "root").rglob("*"))]:
+            if d.is_dir():
+                d.chmod(0o755)
+        conf_path(root, 1).chmod(0o600)
+        paths = Paths("darwin", root)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            out = "?"
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                try:
+                    facts.read_dhcpd(paths, 1)
+                    out = "read it"
+                except Exception as exc:  # noqa: BLE001 - reported to the parent
+                    out = f"{type(exc).__name__} {getattr(exc, 'exit_code', '')} {exc} | {exc.remedy}"
+                os.write(w, out.encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as fh:
+            got = fh.read()
+        os.waitpid(pid, 0)
+        assert got.startswith(f"PreconditionMissing {EXIT_PRECONDITION} cannot read"), got
+        assert "permission denied" in got and "sudo" in got.split("|")[1]
+    finally:
+        shutil.rmtree(public, ignore_errors=True)

@@ -38,6 +38,7 @@ DM_IP = re.compile(r"^\s*fixed-address (.+?);$")
 DM_END = re.compile(r"^}")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,62}$")
+_DHCPD_MAC = re.compile(r"[0-9a-f]{1,2}(?::[0-9a-f]{1,2}){5}")
 MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
 
 
@@ -281,14 +282,18 @@ class DhcpdConf:
 
     def _managed_spans(self) -> dict[str, tuple[int, int]]:
         spans: dict[str, tuple[int, int]] = {}
-        for m in re.finditer(r"(?m)^" + re.escape(BEGIN_TAG) + r"(\S+)[ \t]*$", self.text):
+        for m in re.finditer(r"(?m)^" + re.escape(BEGIN_TAG) + r"(\S+)[ \t]*\r?$", self.text):
             name = m.group(1)
-            end = re.compile(r"(?m)^" + re.escape(END_TAG + name) + r"[ \t]*(\n|$)").search(
+            end = re.compile(r"(?m)^" + re.escape(END_TAG + name) + r"[ \t]*(\r?\n|$)").search(
                 self.text, m.end())
             if not end:
                 continue
-            # the block starts with the newline before its BEGIN tag (see with_reservation)
-            start = m.start() - 1 if m.start() > 0 and self.text[m.start() - 1] == "\n" else m.start()
+            # the block starts with the line break before its BEGIN tag (see reservation_block)
+            start = m.start()
+            if self.text.endswith("\r\n", 0, start):
+                start -= 2
+            elif self.text.endswith("\n", 0, start):
+                start -= 1
             spans[name] = (start, end.end())
         return spans
 
@@ -422,9 +427,53 @@ class DhcpdConf:
                 f"{ip} is inside the dynamic range {lo}-{hi}, where it could be leased to "
                 "another VM", "pick an address outside it, or --ip auto")
 
+    @property
+    def eol(self) -> str:
+        """The file's line ending: CRLF when most of its lines end so, else LF."""
+        crlf = self.text.count("\r\n")
+        return "\r\n" if crlf and crlf * 2 >= self.text.count("\n") else "\n"
+
     def reservation_block(self, name: str, mac: str, ip: str) -> str:
         return (f"\n{BEGIN_TAG}{name}\nhost {name} {{\n\thardware ethernet {mac};\n"
                 f"\tfixed-address {ip};\n}}\n{END_TAG}{name}\n")
+
+    def require_lf(self) -> None:
+        """A reservation is written with LF line ends, the only ones docker-machine's patterns
+        read (a CR before the LF breaks them); in a CRLF file that would mix line endings."""
+        if self.eol == "\r\n":
+            raise MalformedFile("this dhcpd.conf has CRLF (Windows) line endings: a reservation in "
+                                "it would mix line endings, and docker-machine cannot read CRLF "
+                                "lines; nothing was changed",
+                                "convert the file to LF line endings (e.g. dos2unix FILE), then "
+                                "run the command again")
+
+    # -- what dhcpd itself would refuse ---------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Why ISC dhcpd (``dhcpd -t``) would reject this file, for the faults labctl can see:
+        a byte-order mark, two host blocks with one name, a MAC that is not colon-separated."""
+        out = []
+        if self.text.startswith("\ufeff"):
+            out.append("the file starts with a byte-order mark (BOM)")
+        seen: dict[str, int] = {}
+        for h in self.hosts:
+            if h.name in seen:
+                out.append(f"host {h.name} is declared twice (lines {seen[h.name]} and {h.line})")
+            seen.setdefault(h.name, h.line)
+            for mac in h.macs:
+                if not _DHCPD_MAC.fullmatch(mac):
+                    out.append(f"host {h.name} (line {h.line}) has the hardware address {mac}, "
+                               "which dhcpd does not read (it wants colon-separated hex)")
+        return out
+
+    def require_accepted(self) -> None:
+        """Refuse to edit a file dhcpd already rejects: the edit would be blamed for it."""
+        found = self.problems()
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise MalformedFile(f"dhcpd would reject this dhcpd.conf: {found[0]}{more}; labctl does "
+                                "not edit it, nothing was changed",
+                                "fix the file (check it with: dhcpd -t -cf FILE), then run the "
+                                "command again")
 
     def plan_reserve(self, name: str, mac: str, ip: str | None) -> tuple[str, str]:
         """Return (new_text, ip).  new_text == self.text means nothing to do."""
@@ -453,14 +502,56 @@ class DhcpdConf:
                                f"(line {h.line}, {what})", "pick another address or --ip auto")
         if mine is not None and mine.mac == mac and mine.ip == str(addr) and len(mine.macs) == 1:
             return self.text, str(addr)
+        self.require_accepted()
+        self.require_lf()
         base = self.text if mine is None else self._without(name)
         return base + self.reservation_block(name, mac, str(addr)), str(addr)
 
     def _without(self, name: str) -> str:
+        """The text without labctl's block for ``name``: the whole span between its markers
+        when that holds nothing else (the bytes from before the block was added); else only
+        the marker lines and labctl's own host block, and everything else stays."""
         span = self._managed_spans().get(name)
         if span is None:
             return self.text
-        return self.text[: span[0]] + self.text[span[1]:]
+        a, b = span
+        cuts = self._own_lines(name, a, b)
+        rest = "".join(self.text[x:y] for x, y in _gaps(a, b, cuts))
+        if not rest.strip():
+            return self.text[:a] + self.text[b:]
+        return self.text[:a] + rest + self.text[b:]
+
+    def _own_lines(self, name: str, a: int, b: int) -> list[tuple[int, int]]:
+        """Offsets of labctl's lines inside the span [a, b): its BEGIN and END tag lines and
+        its host block (whole lines, line breaks included)."""
+        text = self.text
+        cuts = []
+        for tag in (BEGIN_TAG, END_TAG):
+            m = re.compile(r"(?m)^" + re.escape(tag + name) + r"[ \t]*(\r?\n|$)").search(text, a, b)
+            if m:
+                cuts.append((m.start(), m.end()))
+        for h in self.hosts:
+            if h.managed and h.name == name and a <= h.start and h.end <= b:
+                start = text.rfind("\n", a, h.start) + 1 or a
+                if text[start:h.start].strip():
+                    start = h.start
+                m = re.compile(r"[ \t]*(\r?\n|$)").match(text, h.end)
+                cuts.append((start, m.end() if m else h.end))
+        return sorted(cuts)
+
+    def kept_in_span(self, name: str) -> list[str]:
+        """What sits between labctl's markers for ``name`` that is not labctl's (kept when the
+        block is removed): other host blocks by name, or "other lines"."""
+        span = self._managed_spans().get(name)
+        if span is None:
+            return []
+        a, b = span
+        others = [f"host {h.name} (line {h.line})" for h in self.hosts
+                  if a <= h.start < b and not (h.managed and h.name == name)]
+        if others:
+            return others
+        rest = "".join(self.text[x:y] for x, y in _gaps(a, b, self._own_lines(name, a, b)))
+        return ["other lines"] if rest.strip() else []
 
     def plan_release(self, name: str) -> str:
         check_name(name)
@@ -469,10 +560,25 @@ class DhcpdConf:
         if h is not None and not h.managed:
             raise Conflict(f"host {name!r} (line {h.line}) was not written by labctl; "
                            "labctl does not remove it", "edit the file yourself if you mean to")
+        if name not in self._managed_spans():
+            return self.text
+        self.require_accepted()
         return self._without(name)
 
     def managed_blocks(self) -> dict[str, str]:
         return {n: self.text[a:b] for n, (a, b) in self._managed_spans().items()}
+
+
+def _gaps(a: int, b: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [a, b) outside the (sorted) cuts."""
+    out, pos = [], a
+    for x, y in cuts:
+        if x > pos:
+            out.append((pos, x))
+        pos = max(pos, y)
+    if pos < b:
+        out.append((pos, b))
+    return out
 
 
 def validate_edit(old: DhcpdConf, new_text: str) -> None:

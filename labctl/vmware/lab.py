@@ -98,6 +98,7 @@ def plan_reserve(paths: Paths, req: ReservationRequest, restart: bool = True) ->
     plan.add(WriteFile(conf_path, old, encode(new_text),
                        description=f"add host {req.name} ({ip}) to {conf_path}",
                        validate=lambda data: _validate(conf, data)))
+    plan.after.extend(_kept_notes(conf, req.name, conf_path))
     add_restart(plan, paths, req.vmnet, restart)
     return plan, ip
 
@@ -143,8 +144,17 @@ def plan_release(paths: Paths, name: str, vmnet: int, restart: bool = True) -> P
     plan.add(WriteFile(conf_path, old, encode(new_text),
                        description=f"remove host {name} from {conf_path}",
                        validate=lambda data: _validate(conf, data)))
+    plan.after.extend(_kept_notes(conf, name, conf_path))
     add_restart(plan, paths, vmnet, restart)
     return plan
+
+
+def _kept_notes(conf: DhcpdConf, name: str, path: Path) -> list[str]:
+    kept = conf.kept_in_span(name)
+    if not kept:
+        return []
+    return [f"note: {', '.join(kept)} sat between labctl's markers for {name} in {path}; "
+            "labctl did not write it, so it stays (only labctl's own block changed)"]
 
 
 def _validate(old: DhcpdConf, data: bytes) -> None:

@@ -104,6 +104,12 @@ class NetworkingFile:
     def dump(self) -> bytes:
         return encode("".join(self.lines))
 
+    @property
+    def eol(self) -> str:
+        """The file's line ending (CRLF when most lines end so): new lines get the same."""
+        crlf = sum(1 for line in self.lines if line.endswith("\r\n"))
+        return "\r\n" if crlf and crlf * 2 >= len(self.lines) else "\n"
+
     def _answers(self) -> list[tuple[int, int, str, str]]:
         out = []
         for i, line in enumerate(self.lines):
@@ -156,7 +162,8 @@ class NetworkingFile:
                 eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):]
                 self.lines[i] = f"answer VNET_{number}_{key} {value}{eol}"
                 return
-        new = f"answer VNET_{number}_{key} {value}\n"
+        eol = self.eol
+        new = f"answer VNET_{number}_{key} {value}{eol}"
         insert_at = None
         for i, n, k, _ in answers:
             if (n, k) < (number, key):
@@ -164,7 +171,7 @@ class NetworkingFile:
         if insert_at is None:
             insert_at = answers[0][0] if answers else len(self.lines)
         if insert_at > 0 and not self.lines[insert_at - 1].endswith("\n"):
-            self.lines[insert_at - 1] += "\n"
+            self.lines[insert_at - 1] += eol
         self.lines.insert(insert_at, new)
 
     def remove_vmnet(self, number: int) -> None:

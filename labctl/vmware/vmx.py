@@ -76,9 +76,11 @@ class Vmx:
             eol = self.lines[i][len(self.lines[i].rstrip("\r\n")):]
             self.lines[i] = line + eol
             return
+        crlf = sum(1 for x in self.lines if x.endswith("\r\n"))
+        eol = "\r\n" if crlf and crlf * 2 >= len(self.lines) else "\n"
         if self.lines and not self.lines[-1].endswith("\n"):
-            self.lines[-1] += "\n"
-        self.lines.append(line + "\n")
+            self.lines[-1] += eol
+        self.lines.append(line + eol)
 
     def remove(self, key: str) -> None:
         i = self._index().get(key.lower())
