@@ -515,6 +515,66 @@ class Converger:
             return
         self.do(vmpath.plan_close(name, vf, rule, self._vm_ssh(name), str(self.dm.binary)))
 
+    def ensure_ca(self, m: MachineSpec) -> list[str]:
+        """The CA certificates the engine must trust, installed in the VM's system store the way
+        the host loads them at boot, the engine restarted once if one was added
+        (labctl.vmcerts).  Returns the sha256 of each certificate in place."""
+        from labctl import vmcerts
+
+        if not m.ca_certs:
+            return []
+        certs = list(m.ca_certs)
+        try:
+            facts = vmcerts.parse_probe(self.dm.ssh(m.name, vmcerts.probe_script(), timeout=30).stdout)
+        except LabctlError:
+            if self.dry_run:
+                self.show_plan(f"then: install {len(certs)} CA certificate(s) in {m.name} and restart "
+                               "its engine")
+                return []
+            raise
+        if not facts.complete:
+            raise LabctlError(f"{m.name} did not answer labctl's CA probe completely",
+                              f"check docker-machine ssh {m.name} works, then run labctl up again")
+        plan = vmcerts.plan_install(m.name, facts, certs, self._vm_ssh(m.name), str(self.dm.binary))
+        self.do(plan)
+        if not plan.empty and not self.dry_run:
+            self.wait_for_engine(m.name)
+        return [c.sha256 for c in certs]
+
+    def remove_ca(self, name: str) -> None:
+        from labctl import vmcerts
+
+        try:
+            facts = vmcerts.parse_probe(self.dm.ssh(name, vmcerts.probe_script(), timeout=30).stdout)
+        except LabctlError as exc:
+            self.say(f"note: labctl's CA certificates stay in {name} (the VM did not answer: "
+                     f"{exc.message}); run labctl down {name} again")
+            return
+        plan = vmcerts.plan_remove(name, facts, self._vm_ssh(name), str(self.dm.binary))
+        self.do(plan)
+        if not plan.empty and not self.dry_run:
+            self.wait_for_engine(name)
+
+    def wait_for_engine(self, name: str, timeout: float = 90.0) -> None:
+        """After an engine restart: wait until it answers again (boot2docker's init script
+        returns before dockerd listens)."""
+        from labctl import engine
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                target = engine.resolve_target(self.paths, name, None, self.runner)
+                engine.engine_version(engine.connect(target, timeout=5))
+                return
+            except LabctlError as exc:
+                last = exc.message
+            except Exception as exc:  # noqa: BLE001 - the SDK's connection errors
+                last = str(exc)
+            time.sleep(0.5)
+        raise LabctlError(f"{name}'s engine did not answer within {timeout:g} s after its restart: "
+                          f"{last}", f"docker-machine ssh {name} to look, then run labctl up again")
+
     def ensure_persist(self, name: str, gateway: str, vmnet: int) -> None:
         """The launchd daemon / systemd unit that re-applies the routes at boot and whenever the
         vmnet's host interface (found by subnet: vmnetN, or bridge10x on macOS 11+) comes up
@@ -587,7 +647,8 @@ class Converger:
             if self.dry_run and created:
                 self.show_plan(f"then: add ethernet1 on vmnet{vmnet} to {m.name}'s .vmx (VM stopped), "
                                "reserve its MAC, start it, accept traffic from the vmnet in its "
-                               "DOCKER-USER chain (now and at boot), add routes and a docker context")
+                               "DOCKER-USER chain (now and at boot), " + self._ca_then(m) +
+                               "add routes and a docker context")
                 report.vmnet = vmnet
                 report.changes = self.changes - before
                 return report
@@ -599,8 +660,8 @@ class Converger:
             if self.dry_run and created:
                 self.show_plan(f"then: reserve {m.name}'s ethernet0 MAC on its vmnet, restart it, "
                                "regenerate its certificates if its address changed, accept traffic "
-                               "from the vmnet in its DOCKER-USER chain (now and at boot), add routes "
-                               "and a docker context")
+                               "from the vmnet in its DOCKER-USER chain (now and at boot), " +
+                               self._ca_then(m) + "add routes and a docker context")
                 report.changes = self.changes - before
                 return report
             if not self.dry_run and self.machine_state(m.name) != "Running":
@@ -618,6 +679,7 @@ class Converger:
                 self.changes += 1
         report.vmnet, report.mac, report.fixed_ip = vmnet, mac, ip
         firewall = self.ensure_vm_path(m.name, ip, vmnet)
+        cas = self.ensure_ca(m)
         report.routes = self.ensure_routes(m, ip)
         if self.persist:
             self.ensure_persist(m.name, ip, vmnet)
@@ -629,6 +691,8 @@ class Converger:
             record["firewall"] = firewall
         st = labstate.load(self.paths)
         have = st.get("machines", {}).get(m.name, {})
+        if cas:  # up adds CAs; labctl down removes all of them
+            record["ca_certs"] = sorted(set(have.get("ca_certs") or []) | set(cas))
         if any(have.get(k) != v for k, v in record.items()):
             plan = Plan(f"record {m.name}")
             plan.add(self._record_step(m.name, record))
@@ -643,6 +707,13 @@ class Converger:
                                  else self._quiet_ip(m.name))
         report.changes = self.changes - before
         return report
+
+    @staticmethod
+    def _ca_then(m: MachineSpec) -> str:
+        if not m.ca_certs:
+            return ""
+        return (f"install {len(m.ca_certs)} CA certificate(s) in its system store and restart its "
+                "engine, ")
 
     def _record_if_changed(self, name: str, values: dict[str, Any]) -> None:
         have = labstate.load(self.paths).get("machines", {}).get(name, {})
@@ -723,6 +794,12 @@ class Converger:
             else:
                 self.say(f"note: {name} is stopped, so labctl's firewall rule stays in its "
                          "bootsync.sh; start it and run labctl down again to remove it")
+        if exists and not removing_vm and rec.get("ca_certs"):
+            if self.machine_state(name) == "Running":
+                self.remove_ca(name)
+            else:
+                self.say(f"note: {name} is stopped, so labctl's CA certificates stay in it; start "
+                         "it and run labctl down again to remove them")
         if rec.get("adopted"):  # a VM the user installed: never removed (labctl.adopt)
             from labctl.adopt import Adopter
 

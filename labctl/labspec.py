@@ -29,6 +29,10 @@
     ssh_user = "lab"           # default: your login name
     ssh_key = "~/.ssh/id_ed25519"
 
+    # any machine (or [defaults]): CA certificates its engine must trust (PEM or DER), e.g. a
+    # corporate root CA behind TLS inspection; relative paths: to lab.toml
+    # ca_certs = ["corp-root.cer"]
+
 Everything is validated before anything runs; every problem is an :class:`InvalidInput`
 (exit 2) naming the file, the machine and the key.  :func:`allocate_engines` then gives each
 machine its own ``bip`` and ``default-address-pool`` so that no two machines' container
@@ -70,9 +74,9 @@ DEFAULT_RANGES: tuple[IPv4Network, ...] = (
 BLOCK_PREFIX = 16  # the bip and the pool base are one /16 each
 
 MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool",
-                "vmx", "ssh_user", "ssh_key", "engine_opts")
+                "vmx", "ssh_user", "ssh_key", "engine_opts", "ca_certs")
 DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ssh_user", "ssh_key",
-                "engine_opts")
+                "engine_opts", "ca_certs")
 SIZE_KEYS = ("cpus", "memory", "disk")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # a dockerd flag for --engine-opt: name=value, nothing a shell or a unit file could misread
@@ -99,6 +103,7 @@ class MachineSpec:
     ssh_user: str | None = None  # adopt: the VM's user with passwordless sudo (None: login name)
     ssh_key: Path | None = None  # adopt: its private key (None: ~/.ssh/id_ed25519 or id_rsa)
     engine_opts: tuple[str, ...] = ()  # extra dockerd flags for a new machine (--engine-opt)
+    ca_certs: tuple[Any, ...] = ()  # labctl.vmcerts.CaCert: CAs the engine must trust (--ca-cert)
 
     @property
     def adopting(self) -> bool:
@@ -258,6 +263,21 @@ def _engine_opts(ctx: _Ctx, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ca_certs(ctx: _Ctx, value: Any, base: Path | None) -> tuple[Any, ...]:
+    """The CA files (PEM or DER), read and checked now: a bad one stops before any change."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ctx.fail("ca_certs", f"expected a list of certificate files, got {value!r}")
+    from labctl import vmcerts
+
+    paths = [_path(ctx, "ca_certs", v, base) for v in value]
+    try:
+        return tuple(vmcerts.load_certs(p for p in paths if p is not None))
+    except InvalidInput as exc:
+        raise ctx.fail("ca_certs", exc.message) from None
+
+
 def _check_keys(where: str, table: Any, allowed: Sequence[str]) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise InvalidInput(f"{where}: expected a table, got {type(table).__name__}")
@@ -342,6 +362,7 @@ def machine_spec(raw: dict[str, Any], where: str, platform: str,
         ssh_user=ssh_user,
         ssh_key=ssh_key,
         engine_opts=_engine_opts(ctx, raw.get("engine_opts")),
+        ca_certs=_ca_certs(ctx, raw.get("ca_certs"), base),
     )
 
 
@@ -371,13 +392,15 @@ def from_flags(platform: str, name: str | None = None, *, driver: str | None = N
                cpus: int | None = None, memory: int | None = None, disk: int | None = None,
                nic: str | None = None, vmnet: str | None = None, subnet: str | None = None,
                ip: str | None = None, vmx: str | None = None, ssh_user: str | None = None,
-               ssh_key: str | None = None, engine_opts: Sequence[str] | None = None) -> LabSpec:
+               ssh_key: str | None = None, engine_opts: Sequence[str] | None = None,
+               ca_certs: Sequence[str] | None = None) -> LabSpec:
     """The single machine of ``labctl up [NAME] --driver … --cpus …`` (None = default)."""
     raw: dict[str, Any] = {"name": name or DEFAULT_NAME}
     for key, value in (("driver", driver), ("cpus", cpus), ("memory", memory), ("disk", disk),
                        ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip),
                        ("vmx", vmx), ("ssh_user", ssh_user), ("ssh_key", ssh_key),
-                       ("engine_opts", list(engine_opts) if engine_opts else None)):
+                       ("engine_opts", list(engine_opts) if engine_opts else None),
+                       ("ca_certs", list(ca_certs) if ca_certs else None)):
         if value is not None:
             raw[key] = value
     return LabSpec(machines=(machine_spec(raw, "flags", platform),))

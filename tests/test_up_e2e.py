@@ -18,10 +18,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
 
+from tests.conftest import REPO
 from tests.lab.world import LabWorld, require_world
 
 pytestmark = pytest.mark.lab
@@ -482,3 +484,105 @@ def test_engine_28_model_needs_direct_routing(world):
     assert doctor_check(world, name, "forwarding.firewall", env=env)["status"] == "fail"
     assert world.labctl("down", name, env=env).returncode == 0
     assert_clean(world, before)
+
+
+# ---- a corporate CA: a TLS registry the engine does not trust until up --ca-cert -----------------
+@pytest.fixture
+def tls_registry(world, tmp_path):
+    """A TLS registry on the desktop's NAT vmnet address (inside the world's namespace), its
+    certificate signed by a fresh test CA nobody trusts; (host:port, CA PEM path, CA DER path)."""
+    from tests.lab.engine import _openssl, make_certs
+
+    address = str(world.subnets[8].network_address + 1)
+    certs = make_certs(tmp_path / "corp", address)
+    der = tmp_path / "corp-root.cer"
+    _openssl("x509", "-in", str(certs["ca"]), "-outform", "DER", "-out", str(der), cwd=tmp_path)
+    log = open(tmp_path / "registry.log", "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{world.desk}", sys.executable,
+                             str(REPO / "tests" / "lab" / "registry.py"), address, "5443",
+                             str(certs["cert"]), str(certs["key"])],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening" not in (tmp_path / "registry.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "registry.log").read_text()
+            time.sleep(0.1)
+        yield f"{address}:5443", certs["ca"], der
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def pull_error(world: LabWorld, name: str, ref: str) -> str:
+    """The engine's answer to a pull (through docker-machine config: no context needed)."""
+    flags = world.docker_machine("config", name, check=True).stdout.split()
+    r = world.docker(*flags, "pull", ref, check=False)
+    assert r.returncode != 0, r.stdout
+    return r.stderr
+
+
+def test_corporate_ca_trusted_by_the_engine(world, tls_registry, tmp_path):
+    """A registry behind a CA the engine does not trust: the pull fails with x509 until
+    up --ca-cert (DER converted) puts the CA in boot2docker's certs dir and the VM's store; the
+    engine restarts once; again is a no-op; it survives a VM reboot; bad input changes nothing;
+    down removes it."""
+    from labctl import vmcerts
+
+    reg, ca_pem, ca_der = tls_registry
+    ref = f"{reg}/corp/app:1"
+    name = "ca"
+    up = world.labctl("up", name, "--yes")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "x509: certificate signed by unknown authority" in pull_error(world, name, ref)
+
+    # bad input: one line, exit 2, nothing changed in the VM
+    junk = tmp_path / "junk.cer"
+    junk.write_bytes(b"\x30\x03\x02\x01\x00 not a certificate")
+    keyed = tmp_path / "bundle.pem"
+    keyed.write_text(ca_pem.read_text() + (ca_pem.parent / "ca-key.pem").read_text())
+    for bad, words in ((junk, "not a PEM or DER X.509 certificate"), (keyed, "holds a private key"),
+                       (tmp_path / "missing.pem", "no such file")):
+        r = world.labctl("up", name, "--ca-cert", str(bad), "--yes")
+        assert r.returncode == 2 and words in one_error_line(r), r.stderr
+    assert vm_sh(world, name, "ls /var/lib/boot2docker/certs 2>/dev/null || true").strip() == ""
+
+    # the dry run shows the ssh command and the file it writes, and changes nothing
+    cert = vmcerts.load_certs([ca_der])[0]
+    path = f"/var/lib/boot2docker/certs/{cert.stem}.pem"
+    dry = world.labctl("up", name, "--ca-cert", str(ca_der), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"docker-machine ssh {name} 'sudo sh -c " in dry.stdout
+    assert f"+++ {path}" in dry.stdout and "+-----BEGIN CERTIFICATE-----" in dry.stdout
+    assert "/etc/init.d/docker restart" in dry.stdout
+    assert "x509" in pull_error(world, name, ref)
+
+    # DER in, PEM in the VM (boot2docker's certs dir), the engine restarted: TLS is trusted now
+    r = world.labctl("up", name, "--ca-cert", str(ca_der), "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert vm_sh(world, name, f"cat {path}") == cert.pem == ca_pem.read_text()
+    err = pull_error(world, name, ref)
+    assert "x509" not in err and "manifest unknown" in err, err
+    assert world.state()["machines"][name]["ca_certs"] == [cert.sha256]
+
+    # the same CA as PEM: nothing to do, the engine is not restarted (the container keeps running)
+    cid, _ = world.run_httpd(name)
+    again = world.labctl("up", name, "--ca-cert", str(ca_pem), "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr, again.stdout + again.stderr
+    running = world.docker("--context", name, "inspect", "-f", "{{.State.Running}}", cid).stdout
+    assert running.strip() == "true"
+
+    # a VM reboot: only the persistent disk keeps it, boot2docker's boot puts it back in the store
+    assert world.docker_machine("stop", name).returncode == 0
+    assert world.docker_machine("start", name).returncode == 0
+    err = pull_error(world, name, ref)
+    assert "x509" not in err and "manifest unknown" in err, err
+
+    # down (the VM stays): labctl's file goes, the store and the engine follow
+    down = world.labctl("down", name, "--keep-vm")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert vm_sh(world, name, "ls /var/lib/boot2docker/certs 2>/dev/null || true").strip() == ""
+    assert "x509: certificate signed by unknown authority" in pull_error(world, name, ref)
+    assert world.docker_machine("rm", "-y", "-f", name).returncode == 0

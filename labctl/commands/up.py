@@ -54,6 +54,9 @@ def up(
                                          help="An extra dockerd flag for a new machine, e.g. "
                                               "allow-direct-routing=true (Engine >= 28.2); "
                                               "repeatable."),
+    ca_cert: list[str] = typer.Option(None, "--ca-cert", metavar="FILE",
+                                      help="A CA certificate (PEM or DER) the engine must trust, e.g. "
+                                           "your corporate root CA behind TLS inspection; repeatable."),
     persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
                                  "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
@@ -72,6 +75,8 @@ def up(
 
       labctl up --persist
 
+      labctl up --ca-cert ~/corp-root.cer
+
       labctl up --config lab.toml
 
       labctl up lab --adopt ~/Virtual\\ Machines.localized/debian.vmwarevm/debian.vmx
@@ -84,7 +89,7 @@ def up(
         conv.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic, adopt,
-                                       ssh_user, ssh_key)) or engine_opt:
+                                       ssh_user, ssh_key)) or engine_opt or ca_cert:
             from labctl.errors import InvalidInput
 
             raise InvalidInput("--config describes the machines; leave out the per-machine flags")
@@ -95,7 +100,8 @@ def up(
         spec = labspec.from_flags(paths.platform, name, driver=driver, cpus=cpus, memory=memory,
                                   disk=disk, nic=nic, vmnet=None if vmnet == "auto" else vmnet,
                                   subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
-                                  ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None)
+                                  ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None,
+                                  ca_certs=ca_cert or None)
     conv.preflight(spec)  # read-only, before the lock: a refusal leaves no trace at all
     with changing(paths, dry_run):
         reports = conv.up(spec, preflight=False)

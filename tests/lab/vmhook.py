@@ -31,6 +31,15 @@ It finds the world (the desktop namespace, the run's prefix and scratch director
   ``/var/lib/boot2docker`` is the VM's persistent disk (``MACHINEDIR/persist``), ``/etc/os-release``
   is boot2docker's and ``sudo`` runs its arguments (the VM's ``docker`` user may sudo); output
   and exit code pass through.
+* The VM's CA store is its own, as boot2docker's (a tmpfs root, rebuilt at each boot):
+  ``/etc/ssl/certs`` starts at each VM start as a copy of this machine's (the "ISO's" store) and
+  ``/usr/local/share/ca-certificates`` empty; dockerd runs with that ``/etc/ssl/certs`` (it
+  trusts what the VM's system store holds when it starts).  Before ``bootsync.sh`` the boot
+  does what boot2docker's own boot script does with ``/var/lib/boot2docker/certs/*.pem|*.crt``:
+  links each into ``/usr/local/share/ca-certificates/boot2docker/`` (``.crt`` added) and runs
+  ``/usr/local/tce.installed/ca-certificates``, whose stand-in rebuilds
+  ``/etc/ssl/certs/ca-certificates.crt`` from the base bundle plus every ``*.crt`` there.
+  ``/etc/init.d/docker stop|start|restart`` in the VM stops/starts the hook's dockerd.
 
 A VM whose disk (.vmdk) holds a fuller VM (tests/lab/fullvm.py: a user's Debian VM with sshd
 and dockerd, the kind ``labctl up --adopt`` takes) boots that instead of the hook's dockerd;
@@ -57,6 +66,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -83,6 +93,19 @@ ANSI_COLOR="1;34"
 HOME_URL="https://github.com/boot2docker/boot2docker"
 SUPPORT_URL="https://blog.docker.com/2016/07/live-debugging-docker/"
 BUG_REPORT_URL="https://github.com/boot2docker/boot2docker/issues"
+"""
+CA_LINKS = "/usr/local/share/ca-certificates"
+TCE_DIR = "/usr/local/tce.installed"
+# boot2docker's boot: its CA files on the persistent disk into the (volatile) system store
+B2D_CERT_STEP = """
+for f in /var/lib/boot2docker/certs/*.pem /var/lib/boot2docker/certs/*.crt; do
+  [ -e "$f" ] || continue
+  link="/usr/local/share/ca-certificates/boot2docker/${f##*/}"
+  case "$link" in *.crt) ;; *) link="$link.crt" ;; esac
+  mkdir -p /usr/local/share/ca-certificates/boot2docker && ln -sfT "$f" "$link"
+done
+[ -d /usr/local/share/ca-certificates/boot2docker ] && /usr/local/tce.installed/ca-certificates
+true
 """
 SUDO_SHIM = """#!/bin/sh
 # the lab VM's sudo: its user may run anything as root (as docker may on boot2docker)
@@ -279,6 +302,9 @@ class VM:
             self.fullvm(guest).boot()
             return
         # boot2docker's boot: bootsync.sh (before dockerd), dockerd, bootlocal.sh (background)
+        self.prepare_rootfs(fresh=True)
+        subprocess.run(self.vm_shell(B2D_CERT_STEP), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60, check=False)
         self.boot_script("bootsync.sh")
         if (self.mdir / "server.pem").exists():
             self.start_dockerd()
@@ -296,6 +322,42 @@ class VM:
                 subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                timeout=60, check=False)
 
+    @property
+    def rootfs(self) -> Path:
+        """The VM's volatile root parts (rebuilt at each start): its CA store and init scripts."""
+        return self.run_dir / "rootfs"
+
+    def prepare_rootfs(self, fresh: bool) -> None:
+        root = self.rootfs
+        if root.exists() and not fresh:
+            return
+        if root.exists():
+            shutil.rmtree(root)
+        (root / "local-ca").mkdir(parents=True)
+        sh("cp", "-a", "/etc/ssl/certs/.", str(root / "ssl-certs"))
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "base-bundle.crt")
+        tce = root / "tce"
+        tce.mkdir()
+        base = shlex.quote(str(root / "base-bundle.crt"))
+        (tce / "ca-certificates").write_text(
+            "#!/bin/sh\n"
+            "# lab stand-in for boot2docker's ca-certificates extension script: the system\n"
+            f"# bundle is the base one plus every *.crt below {CA_LINKS}\n"
+            "out=/etc/ssl/certs/ca-certificates.crt\n"
+            f"cat {base} > $out.new\n"
+            f"find -L {CA_LINKS} -name '*.crt' -type f | sort | while read -r f; do\n"
+            '  cat "$f"; echo\n'
+            "done >> $out.new\n"
+            "mv -f $out.new $out\n")
+        (tce / "ca-certificates").chmod(0o755)
+        hook = Path(__file__).resolve()
+        (root / "init.d-docker").write_text(
+            "#!/bin/sh\n"
+            "# lab stand-in for boot2docker's /etc/init.d/docker: the hook's dockerd\n"
+            f"exec {shlex.quote(sys.executable)} {shlex.quote(str(hook))} engine "
+            f'{shlex.quote(self.name)} {shlex.quote(str(self.mdir))} "$1"\n')
+        (root / "init.d-docker").chmod(0o755)
+
     def vm_shell(self, command: str) -> list[str]:
         """argv that runs ``sh -c command`` inside the VM: its network namespace, and a mount
         namespace where /var/lib/boot2docker is its persistent disk, /etc/os-release is
@@ -311,10 +373,18 @@ class VM:
             shim.mkdir(parents=True, exist_ok=True)
             (shim / "sudo").write_text(SUDO_SHIM)
             (shim / "sudo").chmod(0o755)
+        self.prepare_rootfs(fresh=False)
+        Path(TCE_DIR).mkdir(parents=True, exist_ok=True)  # the mount point on the host
+        root = self.rootfs
         inner = ('mount --bind "$1" ' + PERSIST_MOUNT + ' && mount --bind "$2" /etc/os-release && '
+                 f'mount --bind "$5/ssl-certs" /etc/ssl/certs && mount --bind "$5/local-ca" {CA_LINKS} && '
+                 f'mount --bind "$5/tce" {TCE_DIR} && mount --bind "$5/init.d-docker" /etc/init.d/docker && '
                  'PATH="$3:$PATH" && export PATH && exec sh -c "$4"')
-        return ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", inner, "sh", str(self.persist), str(osrel), str(shim), command]
+        # nsenter --net, not `ip netns exec` (which remounts /sys without the cgroup mounts):
+        # /etc/init.d/docker restart starts dockerd from this shell, and dockerd needs them
+        return ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--propagation",
+                "private", "sh", "-c", inner, "sh", str(self.persist), str(osrel), str(shim), command,
+                str(root)]
 
     # ---- a fuller VM (a Debian root with sshd and dockerd, tests/lab/fullvm.py) -------------------
     def guest(self) -> dict | None:
@@ -355,7 +425,11 @@ class VM:
         self.exec_root.mkdir(parents=True, exist_ok=True)
         self.disk.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "daemon.json").write_text("{}\n")
-        argv = ["nsenter", f"--net=/run/netns/{self.ns}", "dockerd",
+        self.prepare_rootfs(fresh=False)
+        # its own mount namespace: the VM's /etc/ssl/certs (what it trusts for registries)
+        argv = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--propagation",
+                "private", "sh", "-c", 'mount --bind "$1" /etc/ssl/certs && shift && exec "$@"', "sh",
+                str(self.rootfs / "ssl-certs"), "dockerd",
                 "--config-file", str(self.run_dir / "daemon.json"),
                 "--data-root", str(self.disk), "--exec-root", str(self.exec_root),
                 "--pidfile", str(self.pidfile),
@@ -540,6 +614,15 @@ def main(argv: list[str]) -> int:
                 print(ip)
         elif verb == "ssh":
             return vm.ssh(" ".join(argv[3:]))
+        elif verb == "engine":  # /etc/init.d/docker inside the VM
+            action = argv[3] if len(argv) > 3 else ""
+            if action in ("stop", "restart"):
+                vm.stop_dockerd()
+            if action in ("start", "restart"):
+                vm.start_dockerd()
+            if action not in ("stop", "start", "restart"):
+                sys.stderr.write("Usage /etc/init.d/docker {start|stop|restart}\n")
+                return 1
         else:
             sys.stderr.write(f"vmhook: unknown verb {verb!r}\n")
             return 2
