@@ -644,7 +644,8 @@ FAULTS = [
      {"vmnet.hostonly", "vmnet.dhcp", "vmnet.adapter", "vmnet.interface", "vmnet.services",
       "reservation.conf", "reservation.protected", "reservation.exists", "reservation.mac",
       "reservation.ip", "reservation.docker_machine", "lease.fixed_ip", "machine.address",
-      "forwarding.firewall", "routes.labctl", "end-to-end.tcp", "engine.reachable", "engine.gateway_mode"}),
+      "forwarding.firewall", "routes.labctl", "end-to-end.tcp", "engine.reachable",
+      "engine.gateway_mode"}),
     ("lease shows another IP", "lease.fixed_ip", "fail", "docker-machine restart lab", set()),
     ("DHCP service stopped", "vmnet.services", "fail", "vmnet-cli' --start", {"lease.fixed_ip"}),
     ("machine stopped", "machine.running", "fail", "docker-machine start lab",
@@ -664,7 +665,8 @@ FAULTS = [
      {"engine.gateway_mode", "end-to-end.tcp"}),
     ("certificate expires soon", "engine.certs", "warn", "docker-machine regenerate-certs -f lab", set()),
     ("certificate for another address", "engine.certs", "fail",
-     "docker-machine regenerate-certs -f lab", {"engine.reachable", "engine.gateway_mode", "end-to-end.tcp"}),
+     "docker-machine regenerate-certs -f lab",
+     {"engine.reachable", "engine.gateway_mode", "end-to-end.tcp"}),
     ("firewall rule missing", "forwarding.firewall", "fail", "labctl up lab",
      {"engine.gateway_mode", "end-to-end.tcp"}),
     ("firewall rule not persistent", "forwarding.firewall", "warn", "labctl up lab", set()),
@@ -1191,3 +1193,46 @@ def test_engine_28_nat_networks_are_fine_behind_labctls_rule(world):
     got = by_id(data, "engine.gateway_mode")
     assert got["status"] == "ok" and "DOCKER-USER" in got["detail"], got
     assert red(data) == set()
+
+
+# ---- corporate networks: proxies that would carry lab traffic --------------------------------------
+def test_proxy_settings_must_leave_the_lab_out(world):
+    """This shell's HTTPS_PROXY without the lab in NO_PROXY, and the engine's (docker info):
+    each a warning with a NO_PROXY that does cover the vmnet and the routed container subnets."""
+    proxy = {"HTTPS_PROXY": "http://proxy.corp.example:3128", "NO_PROXY": "localhost,.corp.example"}
+    cfg = world.store / "machines/lab/config.json"
+    data = json.loads(cfg.read_text())
+    opts = data["HostOptions"]["EngineOptions"]
+    opts["Env"] = ["HTTPS_PROXY=http://proxy.corp.example:3128", "NO_PROXY=localhost"]
+    cfg.write_text(json.dumps(data))
+    rc, data = world.json(extra_env=proxy)
+    desk, eng = by_id(data, "host.proxy"), by_id(data, "engine.proxy")
+    assert desk["status"] == "warn" and eng["status"] == "warn", (desk, eng)
+    assert "192.168.99.0/24, 172.17.0.0/16" in desk["detail"]
+    assert "export NO_PROXY=localhost,.corp.example,192.168.99.0/24,172.17.0.0/16" in desk["fix"]
+    assert "NO_PROXY=localhost,192.168.99.0/24,172.17.0.0/16" in eng["fix"]
+    assert "/var/lib/boot2docker/profile" in eng["fix"]
+    # covered (a wider CIDR is enough): ok
+    opts["Env"][1] = "NO_PROXY=localhost,192.168.0.0/16,172.16.0.0/12"
+    cfg.write_text(json.dumps(data))
+    rc, data = world.json(extra_env={**proxy, "NO_PROXY": "192.168.99.0/24,172.17.0.0/16"})
+    assert by_id(data, "host.proxy")["status"] == "ok"
+    assert by_id(data, "engine.proxy")["status"] == "ok"
+
+
+def test_proxy_and_registry_answers_are_classified():
+    from labctl.doctor.corp import classify, uncovered
+    from labctl.routes.model import IPv4Network as N
+
+    nets = [N("192.168.99.0/24"), N("172.17.0.0/16")]
+    assert uncovered("", nets) == nets
+    assert uncovered("*", nets) == []
+    assert uncovered("corp.example, 172.16.0.0/12", nets) == [N("192.168.99.0/24")]
+    assert uncovered("192.168.99.10,172.17.0.0/16", nets) == [N("192.168.99.0/24")]
+    # texts dockerd 20.10 returns for GET /distribution/REF/json
+    assert classify('Get "https://192.168.1.1:5443/v2/": x509: certificate signed by unknown '
+                    'authority') == "untrusted"
+    assert classify("manifest unknown: manifest unknown") == "reached"
+    assert classify("errors:\ndenied: requested access to the resource is denied\n") == "reached"
+    assert classify('Get "https://r.example/v2/": dial tcp: lookup r.example: no such host') == \
+        "unreachable"

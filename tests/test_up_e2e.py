@@ -536,6 +536,10 @@ def test_corporate_ca_trusted_by_the_engine(world, tls_registry, tmp_path):
     up = world.labctl("up", name, "--yes")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "x509: certificate signed by unknown authority" in pull_error(world, name, ref)
+    # doctor asks the engine to reach the registry (pulls nothing) and names the fix
+    red = doctor_check(world, name, "engine.registry_tls", None, "--registry", ref)
+    assert red["status"] == "fail" and "unknown authority" in red["detail"], red
+    assert red["fix"].startswith(f"labctl up {name} --ca-cert "), red
 
     # bad input: one line, exit 2, nothing changed in the VM
     junk = tmp_path / "junk.cer"
@@ -565,6 +569,8 @@ def test_corporate_ca_trusted_by_the_engine(world, tls_registry, tmp_path):
     err = pull_error(world, name, ref)
     assert "x509" not in err and "manifest unknown" in err, err
     assert world.state()["machines"][name]["ca_certs"] == [cert.sha256]
+    green = doctor_check(world, name, "engine.registry_tls", None, "--registry", ref)
+    assert green["status"] == "ok" and "trusted TLS" in green["detail"], green
 
     # the same CA as PEM: nothing to do, the engine is not restarted (the container keeps running)
     cid, _ = world.run_httpd(name)

@@ -18,6 +18,10 @@ def doctor(
                                "published port and connect to it from here by its IP."),
     probe_image: str = typer.Option("busybox:latest", "--probe-image", metavar="IMAGE",
                                     help="Image for --probe (needs busybox's httpd)."),
+    registry: str = typer.Option(None, "--registry", metavar="IMAGE",
+                                 help="Ask the engine to reach this image's registry (pulls nothing) "
+                                      "and say whether it trusts its TLS certificate, e.g. "
+                                      "docker.io/library/busybox:latest."),
     timeout: float = typer.Option(None, "--timeout", min=0.2,
                                   help="Seconds each check may take (default 2)."),
 ) -> None:
@@ -32,6 +36,8 @@ def doctor(
       labctl doctor lab --check reservation.mac
 
       labctl doctor lab --probe    (proves a container answers by IP on an unpublished port)
+
+      labctl doctor lab --registry docker.io/library/busybox:latest    (x509 unknown authority?)
     """
     import sys
 
@@ -41,15 +47,18 @@ def doctor(
     from labctl.doctor.render import render, render_list
     from labctl.paths import Paths
 
-    everything = dr.all_checks(opt_in=bool(probe or checks or list_checks))
+    if registry is not None:
+        _check_ref(registry)
+    everything = dr.all_checks(opt_in=bool(probe or checks or list_checks or registry))
     if list_checks:
         if json:
             ui.print_json([c.as_dict() for c in everything])
         else:
             render_list(everything, sys.stdout)
         return
-    wanted = [*(checks or []), *(["end-to-end.probe"] if probe else [])]
-    if checks or probe:
+    wanted = [*(checks or []), *(["end-to-end.probe"] if probe else []),
+              *(["engine.registry_tls"] if registry else [])]
+    if checks or probe or registry:
         selected = dr.select(everything, wanted) if checks else \
             [c for c in everything if not c.opt_in or c.id in wanted]
     else:
@@ -58,6 +67,8 @@ def doctor(
     ctx = Context(Paths.detect(), machine=name, vmnet=vmnet,
                   command_timeout=max(0.1, min(limit * 0.75, limit - 0.3)))
     ctx.probe_image = probe_image
+    if registry:
+        ctx.registry_ref = registry
     report = dr.run(selected, ctx, timeout=limit)
     if json:
         data = report.as_dict()
@@ -72,3 +83,14 @@ def doctor(
         render(report, sys.stdout, verbose=verbose)
     if report.failed or (strict and report.warned):
         raise typer.Exit(1)
+
+
+def _check_ref(ref: str) -> None:
+    """An image reference as docker writes one (registry/host:port/path:tag or @digest)."""
+    import re
+
+    from labctl.errors import InvalidInput
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}", ref) or ".." in ref:
+        raise InvalidInput(f"--registry {ref!r}: expected an image reference like "
+                           "registry.example.com:5000/team/app:1 or docker.io/library/busybox:latest")

@@ -40,6 +40,7 @@ CHECK_MODULES: list[str] = [
     "labctl.doctor.machine",      # machine + forwarding layers (labctl.machine)
     "labctl.doctor.routes",       # routes layer (labctl.routes)
     "labctl.doctor.engine",       # engine + end-to-end layers (labctl.engine)
+    "labctl.doctor.corp",         # corporate networks: proxies, a CA the engine does not trust
 ]
 
 

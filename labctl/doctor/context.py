@@ -53,6 +53,7 @@ class Context(Facts):
         self.vmnet_arg = vmnet
         self.command_timeout: float = command_timeout
         self.probe_image = "busybox:latest"  # doctor --probe's throw-away container
+        self.registry_ref = "docker.io/library/busybox:latest"  # doctor --registry
 
     # ---- the host -----------------------------------------------------------------------------
     @probe
