@@ -337,6 +337,7 @@ class Adopter:
         self.ensure_running_with_ip(m, login, ip)
         self.ensure_machine(m, nets, ip, login)
         firewall = self.open_path(m, ip, vmnet)
+        cas = conv.ensure_ca(m)  # update-ca-certificates on the user's Ubuntu/Debian VM
         report.vmnet, report.mac, report.fixed_ip = vmnet, mac, ip
         report.routes = conv.ensure_routes(m, ip)
         if conv.persist:
@@ -346,6 +347,8 @@ class Adopter:
                                   "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
         if firewall is not None:
             record["firewall"] = firewall
+        if cas:  # up adds CAs; labctl down removes all of them
+            record["ca_certs"] = sorted(set(self._record(m.name).get("ca_certs") or []) | set(cas))
         if conv.dry_run:
             if any(self._record(m.name).get(k) != v for k, v in record.items()):
                 conv.changes += 1
