@@ -53,7 +53,6 @@ from typing import Any
 
 from labctl.errors import Conflict, InvalidInput
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-\.]*$")
 DRIVERS = ("vmwarefusion", "vmware")
 GENERIC = "generic"  # docker-machine's driver for a VM labctl adopts (--adopt / vmx = …)
 NICS = ("dedicated", "existing")
@@ -158,11 +157,9 @@ class _Ctx:
 
 
 def check_name(name: Any, where: str = "machine name") -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > 63:
-        raise InvalidInput(
-            f"{where}: invalid machine name {name!r}",
-            "use letters, digits, '-' and '.', starting with a letter or digit (at most 63 characters)")
-    return name
+    from labctl import validate
+
+    return validate.machine_name(name, where)
 
 
 def _int(ctx: _Ctx, key: str, value: Any, lo: int, hi: int, unit: str = "") -> int:
@@ -209,11 +206,12 @@ def _network(ctx: _Ctx, key: str, value: Any) -> IPv4Network:
 def _subnet(ctx: _Ctx, value: Any) -> IPv4Network | None:
     if value is None or value == "auto":
         return None
+    from labctl import validate
+
     net = _network(ctx, "subnet", value)
-    if not 16 <= net.prefixlen <= 29:
-        raise ctx.fail("subnet", f"{net} must be between /16 and /29")
-    if not net.is_private:
-        raise ctx.fail("subnet", f"{net} is not a private network", "use e.g. 192.168.99.0/24")
+    problem = validate.vmnet_subnet_problem(net)
+    if problem:
+        raise ctx.fail("subnet", problem, "use e.g. 192.168.99.0/24")
     return net
 
 

@@ -30,8 +30,6 @@ from labctl.errors import (
 from labctl.paths import Paths
 from labctl.runner import Result, Runner
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-\.]*$")
-
 #: drivers labctl knows how to size; anything else is passed through with ``extra`` flags.
 FUSION = "vmwarefusion"
 VMWARE = "vmware"
@@ -266,11 +264,9 @@ def strip_port(value: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not name or not NAME_RE.fullmatch(name) or len(name) > 63:
-        raise InvalidInput(
-            f"invalid machine name {name!r}: use letters, digits, '-' and '.', "
-            "starting with a letter or digit (at most 63 characters)")
-    return name
+    from labctl import validate
+
+    return validate.machine_name(name)
 
 
 RELEASES = "https://github.com/docker/machine/releases/download/v0.16.2"

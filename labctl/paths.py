@@ -9,7 +9,6 @@ VMware preferences) and the seams the tests use.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -21,15 +20,12 @@ from labctl.errors import InvalidInput
 FUSION_PREFS = "/Library/Preferences/VMware Fusion"
 FUSION_LIB = "/Applications/VMware Fusion.app/Contents/Library"
 
-_VMNET_RE = re.compile(r"^vmnet(\d{1,3})$")
-
 
 def parse_vmnet(name: str) -> int:
     """'vmnet2' or '2' -> 2; anything else is invalid input."""
-    m = _VMNET_RE.match(name) or re.match(r"^(\d{1,3})$", name)
-    if not m or not 0 <= int(m.group(1)) <= 255:
-        raise InvalidInput(f"invalid vmnet {name!r}: expected vmnetN, e.g. vmnet2")
-    return int(m.group(1))
+    from labctl import validate
+
+    return validate.vmnet(name)
 
 
 def current_platform() -> str:

@@ -62,7 +62,11 @@ def shape_problem(data: Any) -> str | None:
     for key, info in data.get("vmnets", {}).items():
         if not str(key).isdigit() or not isinstance(info, dict):
             return f'vmnets: entry {key!r} should be a vmnet number with an object'
+    from labctl.validate import MACHINE_NAME_RE
+
     for name, rec in data.get("machines", {}).items():
+        if not MACHINE_NAME_RE.fullmatch(name) or len(name) > 63:
+            return f"machine name {name!r} is not one labctl accepts"
         if not isinstance(rec, dict):
             return f"machine {name!r} should be an object, found {_kind(rec)}"
         vmnet = rec.get("vmnet")
@@ -80,6 +84,9 @@ def shape_problem(data: Any) -> str | None:
     for i, item in enumerate(data.get("routes", [])):
         if not isinstance(item, dict) or Record.from_dict(item) is None:
             return f"route record {i + 1} is not a destination and gateway"
+        owner = item.get("machine") or ""
+        if not isinstance(owner, str) or owner and not MACHINE_NAME_RE.fullmatch(owner):
+            return f"route record {i + 1} names the machine {owner!r}, not one labctl accepts"
     for key, value in data.get("units", {}).items():
         if not isinstance(value, str):
             return f"unit {key!r} should be a path, found {_kind(value)}"

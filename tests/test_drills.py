@@ -572,3 +572,114 @@ def test_an_unreadable_dhcpd_conf_is_a_missing_precondition(tmp_path):
         assert "permission denied" in got and "sudo" in got.split("|")[1]
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+# ---- hostile names, every command that takes one (issue 10, item 6) ----------------------------
+HOSTILE = ["evil;}", "lab;reboot", "lab}", "lab'", 'lab"', "lab\nExecStartPre=/bin/sh -c id",
+           "lab x", "$(reboot)", "-rf", "lab%n", "../etc", "x" * 64]
+_MAC = POOL["lab"]
+_GW = "172.16.141.100"
+# (command with NAME where the hostile value goes); vmnet-valued options get vmnet-shaped junk
+NAME_COMMANDS = [
+    ["up", "NAME", "--dry-run"], ["down", "NAME"], ["down", "NAME", "--dry-run"], ["status", "NAME"],
+    ["doctor", "NAME"], ["doctor", "--vmnet", "NAME"],
+    ["route", "add", "NAME", "--via", _GW, "--subnet", "172.17.0.0/16"], ["route", "ls", "NAME"],
+    ["route", "sync", "NAME", "--offline"], ["route", "rm", "NAME", "--all"], ["route", "watch", "NAME"],
+    ["route", "persist", "NAME"], ["route", "persist", "NAME", "--remove"],
+    ["dhcp", "reserve", "NAME", "--mac", _MAC], ["dhcp", "release", "NAME"],
+    ["dhcp", "ls", "--vmnet", "NAME"], ["dhcp", "reserve", "lab", "--mac", _MAC, "--vmnet", "NAME"],
+    ["vmnet", "create", "--subnet", "192.168.99.0/24", "--vmnet", "NAME"], ["up", "--vmnet", "NAME"],
+]
+# a VM may be a .vmx path or a display name ("Photon 4"): not found is exit 2, or 3 when vmrun
+# was needed to look and is not installed; never more than one line, never a change
+VM_COMMANDS = [["console-help", "NAME"], ["photon", "reset-password", "NAME"]]
+
+
+def run_forked(root: Path, args: list[str], extra_env: dict[str, str]) -> tuple[int, str]:
+    """labctl's real entry point in a forked child (no interpreter start-up per run): exit
+    code and stderr."""
+    from labctl import cli
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read_fd)
+            os.environ.update({**_env(root), **extra_env})
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the child exits with os._exit
+            sys.stderr = os.fdopen(write_fd, "w")
+            sys.argv = ["labctl", *args]
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        err = fh.read()
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status), err
+
+
+def _tree(*dirs: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for d in dirs:
+        for p in sorted(d.rglob("*")) if d.exists() else []:
+            if p.is_symlink():
+                out[str(p)] = "-> " + os.readlink(p)
+            elif p.is_file() and p.name != "labctl.lock":
+                out[str(p)] = p.read_bytes()
+    return out
+
+
+def test_hostile_names_in_every_command(fusion, tmp_path, capsys):
+    """Every command that takes a name (or a vmnet) refuses each hostile value with one line and
+    exit 2 before anything is read or written: no file, unit, route or record changes.  A
+    valid name with the same arguments goes through (the drill can tell)."""
+    from labctl.errors import InvalidInput
+    from labctl.paths import Paths
+    from labctl.routes.persist import render_unit
+
+    units = tmp_path / "units"
+    extra = {"LABCTL_STATE_DIR": str(tmp_path / "state"), "PATH": f"{tmp_path / 'nobin'}:/usr/bin:/bin"}
+    # a labctl record for "lab" so that route/dhcp commands with a valid name have work to do
+    r = run_forked(fusion, ["dhcp", "reserve", "lab", "--mac", _MAC, "--no-restart"], extra)
+    assert r[0] == 0, r[1]
+    before = _tree(fusion, tmp_path / "state", units)
+    from typer.testing import CliRunner
+
+    import labctl.commands.common  # noqa: F401 - loaded once, before the forks
+    import labctl.guides  # noqa: F401
+    import labctl.validate  # noqa: F401
+    from labctl.cli import app
+
+    CliRunner().invoke(app, ["route", "ls", "a;b"])  # typer loads its parameter machinery here
+
+    runs = 0
+    for template in NAME_COMMANDS + VM_COMMANDS:
+        for name in HOSTILE:
+            args = [name if a == "NAME" else a for a in template]
+            code, err = run_forked(fusion, args, extra)
+            runs += 1
+            # labctl's one line, or (a value starting with "-") the usage error of the parser
+            lines = [ln for ln in err.splitlines() if ln.startswith(("labctl: ", "Error: "))]
+            assert code == (2 if template in NAME_COMMANDS else code in (2, 3) and code), (args, code, err)
+            assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, (args, err)
+            if lines[0].startswith("labctl: ") and template in NAME_COMMANDS:
+                assert repr(name)[1:-1] in lines[0] or name in lines[0], (args, lines)
+    assert _tree(fusion, tmp_path / "state", units) == before
+    # the unit renderer itself refuses what could break out of its line
+    for name in ("lab\nExecStartPre=/bin/sh", "lab%n"):
+        with pytest.raises(InvalidInput):
+            render_unit(Paths("linux", Path("/")), name, "192.168.99.3", "vmnet2")
+    # control: the same commands with a valid name get past the name check
+    for args in (["route", "ls", "lab"], ["status", "lab"], ["dhcp", "release", "lab", "--no-restart"]):
+        code, err = run_forked(fusion, args, extra)
+        assert code == 0, (args, err)
+    with capsys.disabled():
+        print(f"\nhostile names: {len(HOSTILE)} values x {len(NAME_COMMANDS + VM_COMMANDS)} commands = "
+              f"{runs} runs, all refused with one line (exit 2; a VM not found: 2 or 3), nothing changed")

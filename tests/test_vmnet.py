@@ -179,3 +179,18 @@ def test_every_vmnet_the_file_names_is_in_use():
                               b"# vmnet6 is kept for the lab upstairs\n")
     assert nf.in_use == {1, 2, 3, 4, 5, 6}
     assert pick_vmnet_number(nf) == 7
+
+
+def test_vmnet_subnets_that_are_not_for_vmnets_are_refused(fusion_root):
+    """Issue 10, item 7: link-local and benchmark (198.18/15) ranges count as private to
+    Python, but are no network for a vmnet."""
+    install_tool(fusion_root)
+    networking = fusion_root / "Library/Preferences/VMware Fusion/networking"
+    before = networking.read_bytes()
+    for subnet, why in (("169.254.10.0/24", "link-local"), ("198.18.0.0/24", "benchmark"),
+                        ("198.19.200.0/24", "benchmark")):
+        r = labctl("vmnet", "create", "--subnet", subnet)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
+        r = labctl("up", "--subnet", subnet, "--dry-run")
+        assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert networking.read_bytes() == before

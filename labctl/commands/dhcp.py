@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from labctl.commands import args
+
 app = typer.Typer(help="Fixed addresses for VMs: DHCP reservations in a vmnet's dhcpd.conf.",
                   no_args_is_help=True)
 
-VMNET = typer.Option(None, "--vmnet", help="vmnetN (default: the lab's vmnet, or the only host-only one).")
+VMNET = typer.Option(None, "--vmnet", help="vmnetN (default: the lab's vmnet, or the only host-only one).",
+                     callback=args.vmnet)
 
 
 @app.command("ls")
@@ -40,7 +43,8 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
 
 @app.command("reserve")
 def reserve(
-    name: str = typer.Argument(..., help="Host name for the reservation (letters, digits, - _ .)."),
+    name: str = typer.Argument(..., help="Host name for the reservation (letters, digits, - _ .).",
+                               callback=args.reservation),
     mac: str = typer.Option(..., "--mac", help="The VM NIC's MAC address."),
     ip: str = typer.Option("auto", "--ip", help="An address outside the dynamic range, or 'auto'."),
     vmnet: str = VMNET,
@@ -72,7 +76,8 @@ def reserve(
 
 @app.command("release")
 def release(
-    name: str = typer.Argument(..., help="The reservation to remove (only labctl's own)."),
+    name: str = typer.Argument(..., help="The reservation to remove (only labctl's own).",
+                               callback=args.reservation),
     vmnet: str = VMNET,
     no_restart: bool = typer.Option(False, "--no-restart", help="Do not restart VMware networking."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),

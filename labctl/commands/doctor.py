@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from labctl.commands import args
+
 
 def doctor(
-    name: str = typer.Argument(None, help="The lab machine (default: the one labctl recorded)."),
-    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN to examine (default: the machine's)."),
+    name: str = typer.Argument(None, help="The lab machine (default: the one labctl recorded).",
+                               callback=args.machine),
+    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN to examine (default: the machine's).",
+                              callback=args.vmnet),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show check ids, timings, extra detail."),
     checks: list[str] = typer.Option(None, "--check", metavar="ID",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from labctl.commands import args
+
 app = typer.Typer(help="Routes from this host to the containers' subnets, so every container is "
                        "reachable by its own IP.", no_args_is_help=True)
 
-MACHINE = typer.Argument(None, help="The docker-machine (default: every labctl route / DOCKER_HOST).")
+MACHINE = typer.Argument(None, help="The docker-machine (default: every labctl route / DOCKER_HOST).",
+                         callback=args.machine)
 DOCKER_HOST = typer.Option(None, "--docker-host", help="Engine URL instead of a machine "
                            "(tcp://IP:2376 with DOCKER_CERT_PATH, or unix:///path).")
 VIA = typer.Option(None, "--via", help="Gateway: the VM's address on the vmnet (default: its "

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).")
+from labctl.commands import args
+
+NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).",
+                      callback=args.machine)
 
 
 def _converger(dry_run: bool, persist: bool = False, json_out: bool = False):
@@ -39,7 +42,8 @@ def up(
     cpus: int = typer.Option(None, "--cpus", help="CPUs for a new machine."),
     memory: int = typer.Option(None, "--memory", help="Memory in MB for a new machine."),
     disk: int = typer.Option(None, "--disk", help="Disk in MB for a new machine."),
-    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN for the lab network, or 'auto'."),
+    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN for the lab network, or 'auto'.",
+                              callback=args.vmnet),
     subnet: str = typer.Option(None, "--subnet", help="Subnet of a vmnet labctl creates."),
     ip: str = typer.Option(None, "--ip", help="The VM's fixed address, or 'auto'."),
     nic: str = typer.Option(None, "--nic", help="dedicated (a second NIC, default) or existing."),
@@ -113,6 +117,8 @@ def up(
         return
     if conv.changes == 0:
         ui.info("nothing to do: the lab is up")
+    from labctl.validate import shell
+
     for r in reports:
         ui.plain(f"{r.name}: fixed IP {r.fixed_ip} on vmnet{r.vmnet} ({r.nic} NIC, MAC {r.mac}); "
                  f"docker-machine IP {r.machine_ip}")
@@ -120,7 +126,7 @@ def up(
             ui.plain(f"  route {route}")
         if r.context:
             ui.plain(f"  docker context: {r.context}  (docker --context {r.context} ps)")
-        ui.plain(f"  shell: eval $(docker-machine env {r.name})")
+        ui.plain(f"  shell: eval $(docker-machine env {shell(r.name)})")
 
 
 def down(

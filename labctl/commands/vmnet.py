@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from labctl.commands import args
+
 app = typer.Typer(help="VMware virtual networks (vmnets): list and create host-only ones.",
                   no_args_is_help=True)
 
@@ -36,7 +38,8 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
 @app.command("create")
 def create(
     subnet: str = typer.Option(..., "--subnet", help="The network, e.g. 192.168.99.0/24."),
-    vmnet: str = typer.Option("auto", "--vmnet", help="vmnetN, or 'auto' for the first free one."),
+    vmnet: str = typer.Option("auto", "--vmnet", help="vmnetN, or 'auto' for the first free one.",
+                              callback=args.vmnet),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
 ) -> None:
     """Create a host-only vmnet with DHCP and a host adapter.

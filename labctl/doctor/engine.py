@@ -9,12 +9,13 @@ from typing import Any
 
 from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, skip, warn
+from labctl.validate import shell
 
 RENEW_DAYS = 30
 
 
 def _regen(ctx: Context) -> str:
-    return f"docker-machine regenerate-certs -f {ctx.record().name}"
+    return f"docker-machine regenerate-certs -f {shell(ctx.record().name)}"
 
 
 @check("engine.certs", "Engine certificate valid", requires=("machine.exists",))
@@ -47,7 +48,7 @@ def reachable(ctx: Context) -> Result:
         name = ctx.record().name
         if "CERTIFICATE" in text.upper() or "certificate" in text:
             return fail(text, _regen(ctx))
-        return fail(text, f"docker-machine restart {name}  (then: labctl doctor {name})")
+        return fail(text, f"docker-machine restart {shell(name)}  (then: labctl doctor {shell(name)})")
     return ok(f"{target.url} (Engine {version})")
 
 
@@ -98,7 +99,7 @@ def end_to_end(ctx: Context) -> Result:
     targets = _targets(ctx.containers())
     if not targets:
         return skip(f"no container runs; to test with a throw-away one on an unpublished port: "
-                    f"labctl doctor {name} --probe")
+                    f"labctl doctor {shell(name)} --probe")
     # a declared port if any; else port 80: a refused connection proves the route as well
     cname, ip, port = next((t for t in targets if t[2] is not None), targets[0])
     port = port or 80
@@ -111,7 +112,8 @@ def end_to_end(ctx: Context) -> Result:
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         return fail(f"TCP {ip}:{port} ({cname}) {why}",
-                    f"labctl up {name}  (it re-opens the VM's firewall); then labctl doctor {name} --probe")
+                    f"labctl up {shell(name)}  (it re-opens the VM's firewall); then "
+                    f"labctl doctor {shell(name)} --probe")
     return ok(f"TCP {ip}:{port} ({cname}) connected")
 
 
@@ -141,11 +143,11 @@ def live_probe(ctx: Context) -> Result:
                 why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
                 return fail(f"TCP {ip}:{PROBE_PORT} (throw-away container {cname}, port not published) "
                             f"{why}: routes alone do not reach the containers",
-                            f"labctl doctor {name}  (the forwarding.firewall and routes checks say "
-                            f"which part is missing), then labctl up {name}")
+                            f"labctl doctor {shell(name)}  (the forwarding.firewall and routes checks say "
+                            f"which part is missing), then labctl up {shell(name)}")
     finally:
         client.close()
     if not answer.startswith(b"HTTP/"):
         return warn(f"{ip}:{PROBE_PORT} accepted the connection but answered {answer[:20]!r}",
-                    f"labctl doctor {name} --probe --probe-image busybox:latest")
+                    f"labctl doctor {shell(name)} --probe --probe-image busybox:latest")
     return ok(f"{cname} answered HTTP on {ip}:{PROBE_PORT} (not published); it is removed again")

@@ -14,6 +14,7 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix, uses_apple_dhcp
 from labctl.errors import LabctlError
+from labctl.validate import shell
 
 
 @check("lease.fixed_ip", "VM holds the reserved IP",
@@ -26,14 +27,14 @@ def fixed_ip(ctx: Context) -> Result:
     mac = host.mac or rec.mac or ""
     apple = uses_apple_dhcp(ctx)
     path = ctx.paths.apple_leases if apple else ctx.paths.leases(ctx.vmnet_number())
-    renew = (f"{network_restart_fix(ctx)} && docker-machine restart {rec.name}")
+    renew = (f"{network_restart_fix(ctx)} && docker-machine restart {shell(rec.name)}")
     try:
         leases = ctx.leases(path)
     except LabctlError as exc:
         if not path.exists():
             return warn(f"no leases file at {path}: the vmnet's DHCP server has not served yet",
                         network_restart_fix(ctx))
-        return warn(exc.message, exc.remedy or f"sudo labctl doctor {rec.name}")
+        return warn(exc.message, exc.remedy or f"sudo labctl doctor {shell(rec.name)}")
     lease = latest_for(leases, mac)
     now = datetime.now(UTC)
     if lease is None:

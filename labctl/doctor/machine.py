@@ -10,6 +10,7 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, skip, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import CommandTimeout
+from labctl.validate import shell
 
 _INET = re.compile(r"\binet (\d+\.\d+\.\d+\.\d+)/(\d+)")
 
@@ -21,7 +22,7 @@ def exists(ctx: Context) -> Result:
     dm = ctx.dm()
     if not dm.exists(rec.name):
         return fail(f"no machine {rec.name} in docker-machine's store {dm.store}",
-                    f"labctl up {rec.name}  (or set MACHINE_STORAGE_PATH to the store it is in)")
+                    f"labctl up {shell(rec.name)}  (or set MACHINE_STORAGE_PATH to the store it is in)")
     details = dm.read_config(rec.name)
     return ok(f"{rec.name} (driver {details.driver or '?'}) in {dm.machine_dir(rec.name)}")
 
@@ -30,8 +31,8 @@ def _hung_fix(ctx: Context) -> str:
     rec = ctx.record()
     if rec.vmx:
         return (f"the VM or VMware hangs: {shlex.quote(str(ctx.paths.vmrun))} stop "
-                f"{shlex.quote(rec.vmx)} hard && docker-machine start {rec.name}")
-    return f"the VM or VMware hangs: docker-machine restart {rec.name}"
+                f"{shlex.quote(rec.vmx)} hard && docker-machine start {shell(rec.name)}")
+    return f"the VM or VMware hangs: docker-machine restart {shell(rec.name)}"
 
 
 @check("machine.running", "Lab machine running", requires=("machine.exists",))
@@ -44,7 +45,8 @@ def running(ctx: Context) -> Result:
                     _hung_fix(ctx))
     if state == "Running":
         return ok("Running")
-    return fail(f"{rec.name} is {state or 'in an unknown state'}", f"docker-machine start {rec.name}")
+    return fail(f"{rec.name} is {state or 'in an unknown state'}",
+                f"docker-machine start {shell(rec.name)}")
 
 
 @check("machine.address", "VM has the reserved IP", requires=("machine.running", "reservation.ip"))
@@ -61,7 +63,7 @@ def address(ctx: Context) -> Result:
     said = f"its address on the vmnet is {', '.join(on_vmnet)}" if on_vmnet else \
         f"it has {', '.join(addrs) or 'no IPv4 address'}"
     return fail(f"{rec.name} does not have {host.ip}: {said}",
-                f"{network_restart_fix(ctx)} && docker-machine restart {rec.name}")
+                f"{network_restart_fix(ctx)} && docker-machine restart {shell(rec.name)}")
 
 
 @check("forwarding.ip_forward", "IP forwarding in the VM", requires=("machine.running",))
@@ -70,7 +72,7 @@ def ip_forward(ctx: Context) -> Result:
     value = ctx.ssh("sysctl -n net.ipv4.ip_forward").stdout.strip()
     if value == "1":
         return ok("net.ipv4.ip_forward = 1")
-    fix = f"docker-machine ssh {rec.name} sudo sysctl -w net.ipv4.ip_forward=1"
+    fix = f"docker-machine ssh {shell(rec.name)} sudo sysctl -w net.ipv4.ip_forward=1"
     if value == "0":
         return fail("net.ipv4.ip_forward = 0: the VM drops routed traffic to its containers", fix)
     return warn(f"cannot read net.ipv4.ip_forward in the VM (it said {value!r})", fix)

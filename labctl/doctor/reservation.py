@@ -9,12 +9,13 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import LabctlError
+from labctl.validate import shell
 from labctl.vmware.dhcpd import END_MARKER
 
 
 def reserve_fix(ctx: Context, mac: str | None = None, ip: str | None = None) -> str:
     rec = ctx.record()
-    return (f"labctl dhcp reserve {rec.name} --mac {mac or rec.mac} --ip {ip or rec.ip or 'auto'} "
+    return (f"labctl dhcp reserve {shell(rec.name)} --mac {mac or rec.mac} --ip {ip or rec.ip or 'auto'} "
             f"--vmnet vmnet{ctx.vmnet_number()}")
 
 
@@ -65,7 +66,7 @@ def exists(ctx: Context) -> Result:
     detail = f"host {host.name} (line {host.line}, {owner}): {host.mac} → {host.ip}"
     if host.ip != rec.ip:
         return warn(f"{detail}, but labctl recorded {rec.ip} for {rec.name}",
-                    f"labctl up {rec.name}  (or: {reserve_fix(ctx, ip=rec.ip)})")
+                    f"labctl up {shell(rec.name)}  (or: {reserve_fix(ctx, ip=rec.ip)})")
     return ok(detail)
 
 
@@ -92,10 +93,10 @@ def mac(ctx: Context) -> Result:
     nic = vm_nic(ctx)
     if nic is None:
         which = f"ethernet{rec.nic_index}" if rec.nic_index is not None else f"a NIC on vmnet{rec.vmnet}"
-        return fail(f"{rec.vmx} has no {which}", f"labctl up {rec.name}")
+        return fail(f"{rec.vmx} has no {which}", f"labctl up {shell(rec.name)}")
     if nic.address is None:
         return warn(f"{nic.key} has no MAC yet in {rec.vmx} (VMware generates it at first boot)",
-                    f"docker-machine start {rec.name}; then labctl doctor {rec.name}")
+                    f"docker-machine start {shell(rec.name)}; then labctl doctor {shell(rec.name)}")
     if nic.address not in host.macs:
         return fail(f"the reservation has {host.mac} but the VM's {nic.key} is {nic.address}",
                     reserve_fix(ctx, mac=nic.address, ip=host.ip))
@@ -145,7 +146,8 @@ def docker_machine_reads(ctx: Context) -> Result:
     else:
         what = f"docker-machine's patterns read {seen} for {host.mac}, not {host.ip}"
     name = ctx.record().name
-    fix = (f"labctl dhcp release {name} --vmnet vmnet{ctx.vmnet_number()} && {reserve_fix(ctx, ip=host.ip)}"
+    fix = (f"labctl dhcp release {shell(name)} --vmnet vmnet{ctx.vmnet_number()} && "
+           f"{reserve_fix(ctx, ip=host.ip)}"
            if host.managed else
            f"rewrite host {host.name} (line {host.line}) in that shape, or remove it and run: "
            f"{reserve_fix(ctx, ip=host.ip)}")

@@ -7,6 +7,7 @@ import shlex
 from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, skip, warn
 from labctl.doctor.host import network_restart_fix
+from labctl.validate import shell
 
 
 def _delete_cmd(ctx: Context, route) -> str:
@@ -28,10 +29,10 @@ def present(ctx: Context) -> Result:
 
     rec = ctx.record()
     records = ctx.route_records()
-    sync = f"labctl route sync {rec.name} --offline"
+    sync = f"labctl route sync {shell(rec.name)} --offline"
     if not records:
         return warn(f"labctl has made no routes for {rec.name}: containers are not reachable by IP",
-                    f"labctl route add {rec.name}")
+                    f"labctl route add {shell(rec.name)}")
     tbl = ctx.route_table()
     problems, fixes, good = [], [], []
     fixed = ctx.reservation().ip
@@ -53,7 +54,7 @@ def present(ctx: Context) -> Result:
     for gw in sorted(gws):
         if gateway_link(tbl, gw) is None:
             problems.append(f"gateway {gw} is on no network this host is attached to")
-            fixes.append(f"docker-machine start {rec.name}; if it runs: {network_restart_fix(ctx)}")
+            fixes.append(f"docker-machine start {shell(rec.name)}; if it runs: {network_restart_fix(ctx)}")
     if problems:
         return fail("; ".join(problems), " && ".join(dict.fromkeys(fixes)))
     return ok(", ".join(good))
@@ -95,10 +96,10 @@ def persist(ctx: Context) -> Result:
     units = ctx.state().get("units") or {}
     wanted = units.get(f"routes:{rec.name}")
     if not wanted:
-        return skip(f"not asked for (labctl route persist {rec.name} keeps them)")
+        return skip(f"not asked for (labctl route persist {shell(rec.name)} keeps them)")
     path = p.unit_path(ctx.paths, rec.name)
     if not path.exists():
-        return fail(f"labctl installed {wanted} but it is gone", f"labctl route persist {rec.name}")
+        return fail(f"labctl installed {wanted} but it is gone", f"labctl route persist {shell(rec.name)}")
     if ctx.platform == "darwin":
         argv = [p._launchctl(ctx.paths), "print", f"system/{p.label(rec.name)}"]
         loaded = ctx.run(*argv).returncode == 0

@@ -10,6 +10,7 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import CommandTimeout, LabctlError
+from labctl.validate import shell
 
 
 def _set_answer_fix(ctx: Context, key: str, value: str) -> str:
@@ -102,7 +103,7 @@ def interface(ctx: Context) -> Result:
             with contextlib.suppress(LabctlError):
                 running = ctx.machine_status() == "Running"
         if ctx.bridge_adapters() and not running:
-            start = f"docker-machine start {rec.name}" if rec is not None else "start a VM on it"
+            start = f"docker-machine start {shell(rec.name)}" if rec is not None else "start a VM on it"
             return warn(f"{v.name}'s host adapter (a bridge10x interface for {v.network}) is not "
                         "up yet (created when a VM starts)",
                         f"nothing to repair: it appears when a VM on {v.name} runs ({start})")

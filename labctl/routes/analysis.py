@@ -4,6 +4,7 @@ make (refused) or overlaps a VPN (warned), each with the exact route and a concr
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from labctl.routes.model import GATEWAY, LINK, IPv4Address, IPv4Network, Route
@@ -63,6 +64,32 @@ def gateway_link(table: list[Route], gateway: IPv4Address) -> Route | None:
                 best is None or r.destination.prefixlen > best.destination.prefixlen):
             best = r
     return best
+
+
+def own_addresses(table: list[Route]) -> set[IPv4Address]:
+    """This host's own addresses, as the table shows them: Linux link routes' ``src`` /
+    ``prefsrc``, macOS host entries on the loopback interface (``192.168.51.1 … lo0``)."""
+    import json
+
+    own: set[IPv4Address] = set()
+    for r in table:
+        found = None
+        if r.raw.startswith("{"):
+            try:
+                found = json.loads(r.raw).get("prefsrc")
+            except ValueError:
+                found = None
+        else:
+            words = r.raw.split()
+            if "src" in words[:-1]:
+                found = words[words.index("src") + 1]
+        if found:
+            with contextlib.suppress(ValueError):
+                own.add(IPv4Address(str(found)))
+        if (r.interface or "").startswith("lo") and r.destination.prefixlen == 32 \
+                and not r.destination.is_loopback:
+            own.add(r.destination.network_address)
+    return own
 
 
 def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record]) -> Analysis:
@@ -133,12 +160,21 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
         else:
             res.ops.append(RouteOp("add", w.destination, w.gateway, w.network))
     if res.ops:
-        for gw in {op.gateway for op in res.ops}:
-            if gateway_link(table, gw) is None:
+        from labctl.validate import gateway_on_link
+
+        own = own_addresses(table)
+        for gw in sorted({op.gateway for op in res.ops}):
+            link = gateway_link(table, gw)
+            if link is None:
                 res.conflicts.append((
                     f"gateway {gw} is not on any network this host is attached to",
                     "start the VM and check the vmnet host adapter is up (labctl vmnet ls), "
                     "or pass --via with the VM's address on the vmnet"))
+                continue
+            problem = gateway_on_link(gw, link.destination, own, link.interface)
+            if problem:
+                res.conflicts.append((problem, "pass --via with the VM's address on the vmnet "
+                                               "(labctl dhcp ls shows its reservation)"))
     return res
 
 

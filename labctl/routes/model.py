@@ -7,8 +7,6 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from labctl.errors import InvalidInput
-
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
 
@@ -31,6 +29,7 @@ class Route:
     protocol: str | None = None
     metric: int | None = None
     raw: str = field(default="", compare=False)
+    tunnel: bool = field(default=False, compare=False)  # its interface is point-to-point
 
     @property
     def is_default(self) -> bool:
@@ -38,7 +37,9 @@ class Route:
 
     @property
     def via_vpn(self) -> bool:
-        return bool(self.interface and VPN_IFACE_RE.match(self.interface))
+        """Through a VPN: a point-to-point interface (the kernel's flag), or one named as VPN
+        clients name theirs."""
+        return self.tunnel or bool(self.interface and VPN_IFACE_RE.match(self.interface))
 
     @property
     def connected(self) -> bool:
@@ -66,30 +67,13 @@ class Route:
 
 
 def parse_cidr(text: str) -> IPv4Network:
-    """A destination the user typed: an IPv4 network in CIDR form with no host bits set."""
-    value = (text or "").strip()
-    if "/" not in value:
-        raise InvalidInput(f"invalid subnet {text!r}: expected CIDR like 172.18.0.0/16")
-    try:
-        net = IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid subnet {text!r}: {exc}") from exc
-    if net.prefixlen < 8:
-        raise InvalidInput(f"subnet {net} is too wide (/{net.prefixlen}); labctl routes /8 or narrower")
-    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_reserved \
-            or net.is_unspecified:
-        raise InvalidInput(f"subnet {net} is a special-purpose range, not a container network")
-    return net
+    """A destination the user typed (see labctl.validate.route_subnet)."""
+    from labctl import validate
+
+    return validate.route_subnet(text)
 
 
 def parse_gateway(text: str) -> IPv4Address:
-    value = (text or "").strip()
-    try:
-        ip = IPv4Address(value)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid gateway {text!r}: expected an IPv4 address like 192.168.99.100") \
-            from exc
-    if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved \
-            or ip == IPv4Address("255.255.255.255"):
-        raise InvalidInput(f"invalid gateway {ip}: not a unicast host address")
-    return ip
+    from labctl import validate
+
+    return validate.gateway(text)

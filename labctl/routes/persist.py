@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import sys
 import tempfile
@@ -54,8 +53,15 @@ def _env() -> dict[str, str]:
 
 
 def render_unit(paths: Paths, machine: str, gateway: str, iface: str | None) -> bytes:
+    """The unit's bytes.  Every value is checked or quoted for where it goes: the machine name
+    and gateway are validated; ExecStart's words and Environment= values are quoted by
+    systemd's rules (%, $, quotes, backslashes), XML-escaped in the plist."""
+    from labctl import validate
     from labctl.render import render
 
+    if machine:
+        validate.machine_name(machine)
+    gateway = str(validate.gateway(gateway))
     argv = sync_argv(machine)
     ctx = {"machine_label": machine or "the lab", "gateway": gateway, "env": _env(), "argv": argv,
            "iface": iface}
@@ -63,7 +69,10 @@ def render_unit(paths: Paths, machine: str, gateway: str, iface: str | None) -> 
         log = "/var/log/labctl-routes.log"
         return render("persist/launchd.plist.j2", label=label(machine), interval=INTERVAL, log=log,
                       **ctx).encode()
-    return render("persist/systemd.service.j2", exec_start=shlex.join(argv),
+    ctx.update(machine_label=validate.systemd_text(ctx["machine_label"]),
+               iface=validate.systemd_text(iface) if iface else None,
+               env_lines=[validate.systemd_assignment(k, v) for k, v in _env().items()])
+    return render("persist/systemd.service.j2", exec_start=validate.systemd_command(argv),
                   device=device_unit(iface) if iface else None, **ctx).encode()
 
 

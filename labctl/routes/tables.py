@@ -50,8 +50,10 @@ class RouteTable:
 
     def read(self, runner: Runner | None = None) -> list[Route]:
         runner = runner or Runner()
+        from labctl.routes.ifaces import mark_tunnels
+
         result = runner.run(self.read_argv(), timeout=READ_TIMEOUT, env=self.read_env())
-        return self.parse(result.stdout)
+        return mark_tunnels(self.parse(result.stdout))
 
     # changing: the commands a user could paste, one list per op
     def op_argvs(self, op: RouteOp) -> list[list[str]]:
@@ -82,8 +84,10 @@ class LinuxTable(RouteTable):
         from labctl.routes.parse import parse_proc_net_route
 
         proc = self.paths.host("/proc/net/route") if self.paths.rooted else Path("/proc/net/route")
+        from labctl.routes.ifaces import mark_tunnels
+
         try:
-            return parse_proc_net_route(proc.read_text())
+            return mark_tunnels(parse_proc_net_route(proc.read_text()))
         except OSError:
             return None
 

@@ -24,6 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from labctl import validate
 from labctl.errors import Conflict, InvalidInput, MalformedFile
 from labctl.vmware.text import decode, encode
 
@@ -37,38 +38,22 @@ DM_MAC = re.compile(r"^\s*hardware ethernet (.+?);$")
 DM_IP = re.compile(r"^\s*fixed-address (.+?);$")
 DM_END = re.compile(r"^}")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9])){0,62}$")
+NAME_RE = validate.HOST_NAME_RE
 _DHCPD_MAC = re.compile(r"[0-9a-f]{1,2}(?::[0-9a-f]{1,2}){5}")
-MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$")
+MAC_RE = validate.MAC_RE
 
 
 # ---- validation of user input ----------------------------------------------------------------
 def check_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or ""):
-        raise InvalidInput(
-            f"invalid reservation name {name!r}: use letters, digits, '-', '_' and '.' "
-            "(at most 63, starting with a letter or digit)"
-        )
-    return name
+    return validate.reservation_name(name)
 
 
 def normalize_mac(mac: str) -> str:
-    mac = (mac or "").strip()
-    if not MAC_RE.match(mac):
-        raise InvalidInput(f"invalid MAC address {mac!r}: expected six hex pairs like 00:50:56:2a:bb:cc")
-    octets = [int(p, 16) for p in re.split("[:-]", mac)]
-    if octets[0] & 1:
-        raise InvalidInput(f"invalid MAC address {mac}: it is a multicast address")
-    if not any(octets):
-        raise InvalidInput(f"invalid MAC address {mac}: all zeros")
-    return ":".join(f"{o:02x}" for o in octets)
+    return validate.mac(mac)
 
 
 def parse_ip(ip: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address((ip or "").strip())
-    except ValueError as exc:
-        raise InvalidInput(f"invalid IPv4 address {ip!r}") from exc
+    return validate.ip(ip)
 
 
 # ---- structure --------------------------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import fileops
 from labctl import state as labstate
-from labctl.errors import Conflict, InvalidInput, MalformedFile, PreconditionMissing
+from labctl.errors import Conflict, MalformedFile, PreconditionMissing
 from labctl.paths import Paths
 from labctl.plan import Command, ExecContext, Plan, Run, Step, WriteFile
 from labctl.runner import is_root
@@ -126,7 +127,7 @@ def _refuse_mac_on_other_vmnet(paths: Paths, req: ReservationRequest) -> None:
             continue
         for h in other.hosts:
             if mac in h.macs:
-                how = (f"labctl dhcp release {h.name} --vmnet vmnet{number}" if h.managed
+                how = (f"labctl dhcp release {shlex.quote(h.name)} --vmnet vmnet{number}" if h.managed
                        else f"remove host {h.name} from {path}")
                 raise Conflict(f"MAC {mac} is already reserved on vmnet{number} by host {h.name!r} "
                                f"(line {h.line}); docker-machine would read only one of the two",
@@ -166,15 +167,9 @@ FIRST_CUSTOM, LAST_CUSTOM = 2, 19
 
 
 def parse_subnet(cidr: str) -> ipaddress.IPv4Network:
-    try:
-        net = ipaddress.IPv4Network(cidr.strip(), strict=True)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid subnet {cidr!r}: expected a network like 192.168.99.0/24") from exc
-    if not 16 <= net.prefixlen <= 29:
-        raise InvalidInput(f"subnet {net} must be between /16 and /29")
-    if not net.is_private:
-        raise InvalidInput(f"subnet {net} is not a private range; use e.g. 192.168.99.0/24")
-    return net
+    from labctl import validate
+
+    return validate.vmnet_subnet(cidr)
 
 
 def pick_vmnet_number(net: NetworkingFile) -> int:
