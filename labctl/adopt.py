@@ -465,7 +465,7 @@ class Adopter:
         new = old
         if rec.get("nic") == "dedicated" and rec.get("mac"):
             new = nic.plan_nic_removal(vmx, str(rec["mac"]))
-        running = self.running(vmx_path) if not conv.dry_run or new != old else False
+        running = self.running(vmx_path)
         plan = Plan(f"give {vmx_path.name} back as it was")
         if new != old:
             if running or conv.dry_run:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from labctl.vmware.vmx import Vmx
 from tests.lab.fullvm import require_fullvm
 from tests.lab.world import LabWorld, require_world
 
@@ -192,3 +193,29 @@ def test_adopt_up_reachable_noop_down(world):
 
 def vmrun_calls(world) -> list[dict]:
     return [json.loads(line) for line in world.calls().splitlines() if '"vmrun"' in line]
+
+
+def test_adopt_existing_nic_on_a_running_vm(world):
+    """--nic existing: ethernet0's own MAC is reserved on its vmnet (NAT), the running VM is
+    restarted to take the fixed address, the .vmx is never edited; down leaves it running, as
+    it was found."""
+    vmx = world.user_vm("running", pub(world))
+    original = vmx.read_bytes()
+    assert world.vmrun("start", str(vmx), "nogui").returncode == 0
+    args = ("lab3", "--adopt", str(vmx), "--nic", "existing", "--ssh-user", "lab",
+            "--ssh-key", str(world.key), "--yes")
+    up = world.labctl("up", *args, env=ENV)
+    assert up.returncode == 0, up.stdout + up.stderr
+    rec = world.state()["machines"]["lab3"]
+    assert (rec["nic"], rec["vmnet"], rec["power_before"]) == ("existing", 8, "running")
+    assert rec["mac"] == Vmx.parse(original).nic(0).address
+    assert "restart running.vmx and wait until SSH answers on " + rec["ip"] in up.stderr
+    assert vmx.read_bytes() == original
+    cid, cip = world.run_httpd("lab3")
+    ok, detail = world.reachable(cip)
+    assert ok, detail
+    down = world.labctl("down", "lab3", env=ENV)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert vmx.read_bytes() == original
+    assert str(vmx) in "\n".join(running(world))  # it was running before up: it still is
+    assert world.vmrun("stop", str(vmx), "soft").returncode == 0
