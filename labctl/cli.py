@@ -10,15 +10,16 @@ import sys
 import typer
 
 from labctl import __version__
-from labctl.commands import console, dhcp, doctor, photon, route, up, vmnet
+from labctl.commands import console, dhcp, doctor, photon, route, schema, up, vmnet
 from labctl.errors import EXIT_FAILED, LabctlError
 
 app = typer.Typer(
     name="labctl",
     help="A Docker host VM on VMware Fusion or Workstation whose containers you reach by IP.\n\n"
     "Examples:\n\n"
-    "  labctl vmnet ls\n\n"
-    "  labctl dhcp reserve lab --mac 00:50:56:2a:bb:cc --ip auto --vmnet vmnet2 --dry-run",
+    "  labctl up --dry-run\n\n"
+    "  labctl doctor\n\n"
+    "  labctl dhcp reserve lab --mac 00:50:56:2a:bb:cc --dry-run",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
@@ -33,6 +34,7 @@ app.add_typer(route.app, name="route")
 app.command("doctor")(doctor.doctor)
 app.add_typer(photon.app, name="photon")
 app.command("console-help")(console.console_help)
+app.command("schema")(schema.schema)
 
 _debug = False
 
@@ -56,12 +58,23 @@ def _root(
     logging.basicConfig(level=level, format="labctl: %(message)s", stream=sys.stderr)
 
 
+def _global_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` is accepted anywhere before ``--`` (after the subcommand too): it is taken
+    out of the arguments and applied globally."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:cut] if a != "--debug"]
+    return head + argv[cut:], len(head) != cut
+
+
 def main() -> None:
     """Entry point: typer handles usage errors (exit 2); labctl errors print one line."""
     global _debug
-    _debug = _debug or "--debug" in sys.argv[1:] or bool(os.environ.get("LABCTL_DEBUG"))
+    args, flag = _global_debug(sys.argv[1:])
+    _debug = _debug or flag or bool(os.environ.get("LABCTL_DEBUG"))
+    if flag:
+        args.insert(0, "--debug")  # where the root callback takes it
     try:
-        app(prog_name="labctl")
+        app(args=args, prog_name="labctl")
     except LabctlError as exc:
         if _debug:
             import traceback

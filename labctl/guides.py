@@ -119,7 +119,11 @@ def render(guide: Guide, fmt: str) -> str:
     from labctl.render import render as render_template
 
     if fmt == "json":
-        return json.dumps(guide.as_list(), indent=2, ensure_ascii=False) + "\n"
+        from labctl.documents import document
+
+        doc = document("guide", {"kind": guide.kind, "title": guide.title, "notes": guide.notes,
+                                 "steps": guide.as_list()})
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     context: dict[str, Any] = {"guide": guide, "vm": guide.vm}
     if fmt == "markdown":
         return render_template("guides/format.md.j2", **context)

@@ -41,6 +41,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def print_document(name: str, body: dict[str, Any]) -> None:
+    """A --json document: an object naming its schema and schema_version (labctl.documents)."""
+    from labctl.documents import document
+
+    print_json(document(name, body))
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.table import Table
 

@@ -48,3 +48,24 @@ def fusion_root(tmp_path, monkeypatch):
     monkeypatch.setenv("LABCTL_PLATFORM", "darwin")
     monkeypatch.delenv("LABCTL_STATE_DIR", raising=False)
     return root
+
+
+def document(text: str, name: str) -> dict:
+    """A --json document: parsed, checked against labctl's shipped schema ``name``
+    (labctl/schemas/NAME.json, with jsonschema when it is installed), and returned whole."""
+    import json
+
+    from labctl.documents import SCHEMA_VERSION, schema
+
+    data = json.loads(text)
+    assert isinstance(data, dict), f"a --json document must be an object, not {type(data).__name__}"
+    assert data.get("schema") == name and data.get("schema_version") == SCHEMA_VERSION, \
+        {k: data.get(k) for k in ("schema", "schema_version")}
+    try:
+        import jsonschema
+    except ImportError:
+        if IN_CI:
+            pytest.fail("jsonschema is missing: CI validates every document")
+        return data
+    jsonschema.validate(data, schema(name), format_checker=jsonschema.FormatChecker())
+    return data

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -32,6 +31,7 @@ from typer.testing import CliRunner
 from labctl.cli import app
 from labctl.errors import LabctlError
 from labctl.vmware.dhcpd import DhcpdConf
+from tests.conftest import document
 
 MAC = "00:50:56:2a:bb:cc"
 
@@ -112,7 +112,7 @@ def test_reserve_appends_block_docker_machine_resolves(root):
 
 def test_reserve_is_listed_as_managed(root):
     ok("dhcp", "reserve", "lab", "--mac", MAC, "--no-restart")
-    rows = json.loads(ok("dhcp", "ls", "--json").stdout)
+    rows = document(ok("dhcp", "ls", "--json").stdout, "reservations")["reservations"]
     mine = [r for r in rows if r["name"] == "lab"]
     assert len(mine) == 1 and mine[0]["managed"] and mine[0]["vmnet"] == "vmnet1"
     assert {r["name"]: r["managed"] for r in rows} == {"vmnet1": False, "vmnet8": False, "lab": False} \

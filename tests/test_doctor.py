@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fixtures_dir
+from labctl.documents import schema
+from tests.conftest import REPO, document, fixtures_dir
 
 MAC = "00:50:56:2a:bb:cc"
 IP = "192.168.99.10"
@@ -467,7 +468,7 @@ exit 1
     def json(self, *args: str, **kw) -> tuple[int, dict]:
         r = self.doctor("--json", *args, **kw)
         assert r.stderr == "", r.stderr
-        return r.returncode, json.loads(r.stdout)
+        return r.returncode, document(r.stdout, "doctor")
 
 
 def _unshare_prefix() -> list[str] | None:
@@ -704,7 +705,7 @@ def test_vpn_overlap_names_the_interface(world):
 def test_hung_engine_fails_fast(world):
     _apply(world, "dockerd hung")
     r, wall = world.doctor_wall("--json")
-    data = json.loads(r.stdout)
+    data = document(r.stdout, "doctor")
     got = by_id(data, "engine.reachable")
     assert got["status"] == "fail", got
     assert red(data) == {"engine.reachable"}
@@ -781,7 +782,7 @@ def test_no_container_says_how_to_test(world):
 def test_hung_docker_machine_fails_fast(world):
     world.dm_script('[ "$1" = status ] && exec sleep 30\n')
     r, wall = world.doctor_wall("--json")
-    data = json.loads(r.stdout)
+    data = document(r.stdout, "doctor")
     got = by_id(data, "machine.running")
     assert got["status"] == "fail" and "did not answer within" in got["detail"]
     assert "vmrun' stop" in got["fix"] and "lab.vmx hard && docker-machine start lab" in got["fix"]
@@ -973,7 +974,7 @@ def test_vmnet_ls_finds_the_bridge_adapter_by_subnet(tmp_path):
             "--json"]
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=w.base)
     assert r.returncode == 0, r.stderr
-    rows = {row["vmnet"]: row for row in json.loads(r.stdout)}
+    rows = {row["vmnet"]: row for row in document(r.stdout, "vmnets")["vmnets"]}
     assert (rows["vmnet2"]["host_interface"], rows["vmnet2"]["host_address"]) == \
         ("bridge100", "192.168.99.1")
     # vmnet1 and vmnet8 of the sample: no VM on them, so no bridge yet
@@ -1002,7 +1003,7 @@ def test_unknown_machine_name_fails_with_up_fix(world):
 def test_hung_network_tool_fails_fast(world):
     world.status_tool("exec sleep 30\n")
     r, wall = world.doctor_wall("--json")
-    data = json.loads(r.stdout)
+    data = document(r.stdout, "doctor")
     got = by_id(data, "vmnet.services")
     assert got["status"] == "fail"
     assert "did not answer within" in got["detail"] or "timed out after" in got["detail"]
@@ -1025,39 +1026,7 @@ def test_healthy_doctor_is_fast(world):
 
 
 # ---- the command line ---------------------------------------------------------------------------
-SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["checks", "summary"],
-    "properties": {
-        "checks": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "title", "status", "detail", "fix"],
-                "properties": {
-                    "id": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*\.[a-z0-9_.-]+$"},
-                    "title": {"type": "string", "minLength": 1},
-                    "layer": {"type": "string"},
-                    "status": {"enum": ["ok", "warn", "fail", "skip"]},
-                    "detail": {"type": "string"},
-                    "fix": {"type": ["string", "null"]},
-                    "seconds": {"type": "number", "minimum": 0},
-                },
-                "if": {"properties": {"status": {"enum": ["warn", "fail"]}}},
-                "then": {"properties": {"fix": {"type": "string", "minLength": 1}}},
-            },
-        },
-        "summary": {
-            "type": "object",
-            "required": ["ok", "warn", "fail", "skip", "seconds"],
-            "properties": {k: {"type": "integer", "minimum": 0} for k in ("ok", "warn", "fail", "skip")}
-            | {"seconds": {"type": "number", "minimum": 0}},
-            "additionalProperties": False,
-        },
-        "target": {"type": "object"},
-    },
-}
+SCHEMA = schema("doctor")  # the one labctl ships (labctl schema doctor)
 
 
 def validate(data: dict) -> None:
@@ -1089,8 +1058,11 @@ def test_schema_rejects_a_failure_without_fix():
     pytest.importorskip("jsonschema")
     import jsonschema
 
-    bad = {"checks": [{"id": "a.b", "title": "t", "status": "fail", "detail": "", "fix": None}],
-           "summary": {"ok": 0, "warn": 0, "fail": 1, "skip": 0, "seconds": 0.1}}
+    good = {"schema": "doctor", "schema_version": 1,
+            "checks": [{"id": "a.b", "title": "t", "status": "fail", "detail": "", "fix": "do x"}],
+            "summary": {"ok": 0, "warn": 0, "fail": 1, "skip": 0, "seconds": 0.1}}
+    jsonschema.validate(good, SCHEMA)
+    bad = {**good, "checks": [{**good["checks"][0], "fix": None}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)
 
@@ -1102,7 +1074,7 @@ def test_list_checks(world):
     assert ids[0] == "lab.machine" and "reservation.docker_machine" in ids
     assert world.log.exists() is False  # listing runs nothing
     r = world.doctor("--list-checks", "--json")
-    listed = json.loads(r.stdout)
+    listed = document(r.stdout, "checks")["checks"]
     assert [c["id"] for c in listed] == ids
     assert {"id", "title", "layer", "requires"} <= set(listed[0])
 

@@ -9,7 +9,6 @@ check with the right fix; after the printed fix is run, doctor is green again.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shlex
 import signal
@@ -22,6 +21,7 @@ import pytest
 
 import tests.lab.engine as lab_engine
 from labctl import vmpath
+from tests.conftest import document
 from tests.lab.engine import DockerEngine, require_engine
 from tests.lab.netns import Lab, install_standin, register_vmnet, require_lab
 from tests.test_doctor import IP, MAC, World, make_certs
@@ -105,7 +105,7 @@ fi
         r = self.labctl("doctor", "--json")
         wall = time.monotonic() - started
         assert r.stderr == "", r.stderr
-        return r.returncode, json.loads(r.stdout), wall
+        return r.returncode, document(r.stdout, "doctor"), wall
 
     def apply_fix(self, fix: str) -> None:
         """Run a printed fix as the user would paste it (we are root: no sudo)."""

@@ -6,7 +6,6 @@ resolve from real .vmx samples and the real `vmrun list` sample in ../shared/fix
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from labctl.errors import CommandFailed, InvalidInput, MalformedFile, Preconditi
 from labctl.paths import Paths
 from labctl.vmware import vmrun
 from labctl.vmware.vmx import Vmx
+from tests.conftest import document
 
 VMRUN_LIST = "fusion-vmrun-list"
 
@@ -43,7 +43,7 @@ def vmx_sample(contains: str) -> Path:
 
 def photon_steps(version: int) -> list[dict]:
     guide = guides.photon_guide(Paths(platform="linux", root=Path("/")), None, version)
-    return json.loads(guides.render(guide, "json"))
+    return document(guides.render(guide, "json"), "guide")["steps"]
 
 
 def everything(steps: list[dict]) -> str:
@@ -344,7 +344,7 @@ def test_docker_machine_name_finds_boot2docker(lab):
     shutil.copy(vmx_sample("docker-machine-vmwarefusion"), vmx)
     proc = labctl("console-help", "lab", "--format", "json", env=lab["env"])
     assert proc.returncode == 0, proc.stderr
-    steps = json.loads(proc.stdout)
+    steps = document(proc.stdout, "guide")["steps"]
     text = everything(steps)
     assert "`docker`" in text and "`tcuser`" in text and "/var/lib/boot2docker" in text
     assert "bootlocal.sh" in text and "docker-machine regenerate-certs lab" in text
@@ -372,7 +372,7 @@ def test_running_photon_vm_by_display_name_and_open_console(lab):
 
     proc = labctl("photon", "reset-password", "PHOTON-hw15-4.0-1234abcd", "--format", "json", env=env)
     assert proc.returncode == 0, proc.stderr
-    does = [s["do"] for s in json.loads(proc.stdout)]
+    does = [s["do"] for s in document(proc.stdout, "guide")["steps"]]
     assert any("`faillock --reset --user root`" in d for d in does)
     assert not any("pam_tally2" in d for d in does)
     assert "Photon OS 4, read from displayName" in proc.stderr

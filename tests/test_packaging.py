@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tests.conftest import REPO
+from tests.conftest import REPO, document
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
@@ -144,9 +144,8 @@ def test_templates_render_from_installed_wheel(dists, tmp_path):
                            "--format", "json"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    import json
 
-    steps = json.loads(proc.stdout)
+    steps = document(proc.stdout, "guide")["steps"]
     assert any("`pam_tally2 --reset --user root`" in s["do"] for s in steps)
     assert not any("faillock" in s["do"] for s in steps)
 

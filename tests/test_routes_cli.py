@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, document
 
 IP_TABLE = [
     {"dst": "default", "gateway": "10.0.2.2", "dev": "eth0", "flags": []},
@@ -99,7 +99,7 @@ def test_ls_offline_reads_records_and_table_without_the_sdk(linux_root, tmp_path
         (linux_root.parent / "state" / "state.json").read_text())
     r = run("-c", code, env=env)
     assert "HEAVY=\n" in r.stderr, r.stderr
-    rows = json.loads(r.stdout)
+    rows = document(r.stdout, "routes")["routes"]
     assert [(x["destination"], x["network"]) for x in rows] == [("172.17.0.0/16", "bridge")]
     assert rows[0]["state"] in ("present", "missing", "conflicting")
 

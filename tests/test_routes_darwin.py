@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fixtures_dir
+from tests.conftest import REPO, document, fixtures_dir
 
 STANDINS = REPO / "tests" / "standins"
 BASE = "macos-netstat-rn-with-vmnet1-2-3-4-8"  # vmnet1 192.168.51/24, VPN 0/1 on utun0, en0 10.0.1/24
@@ -77,7 +77,7 @@ def test_add_ls_rm_with_real_texts(mac):
     # netstat shows them as "172.17" and "10.96/12": labctl expands them back
     ls = mac.labctl("route", "ls", "--offline", "--json")
     assert ls.returncode == 0, ls.stderr
-    rows = {row["destination"]: row for row in json.loads(ls.stdout)}
+    rows = {row["destination"]: row for row in document(ls.stdout, "routes")["routes"]}
     assert {d: row["state"] for d, row in rows.items()} == {"172.17.0.0/16": "present",
                                                             "10.96.0.0/12": "present"}
     # idempotent: nothing to run the second time
@@ -166,7 +166,7 @@ def test_not_in_table_text(mac):
 def test_rm_only_own_and_forgets_vanished(mac):
     assert mac.labctl("route", "add", "--via", GW, "--subnet", "172.17.0.0/16").returncode == 0
     mac.write_table([FOREIGN])  # someone removed ours meanwhile
-    ls = json.loads(mac.labctl("route", "ls", "--offline", "--json").stdout)
+    ls = document(mac.labctl("route", "ls", "--offline", "--json").stdout, "routes")["routes"]
     assert [row["state"] for row in ls] == ["missing"]
     r = mac.labctl("route", "rm", "--subnet", "172.17.0.0/16")
     assert r.returncode == 0, r.stderr
@@ -189,7 +189,7 @@ def test_sync_offline_reapplies_recorded_routes(mac):
 def test_conflicting_state_in_ls(mac):
     assert mac.labctl("route", "add", "--via", GW, "--subnet", "172.17.0.0/16").returncode == 0
     mac.write_table([{"dest": "172.17.0.0/16", "gw": "192.168.51.8"}])
-    rows = json.loads(mac.labctl("route", "ls", "--offline", "--json").stdout)
+    rows = document(mac.labctl("route", "ls", "--offline", "--json").stdout, "routes")["routes"]
     assert [row["state"] for row in rows] == ["conflicting"]
     # sync --offline refuses to take it back
     r = mac.labctl("route", "sync", "--offline")
@@ -212,7 +212,7 @@ def test_privileged_batch_helper_runs_only_route(mac):
     r = subprocess.run([sys.executable, "-m", "labctl.routes.batch"], input=json.dumps(argvs),
                        capture_output=True, text=True, env=mac.env, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    first, second = json.loads(r.stdout)
+    first, second = document(r.stdout, "routes")["routes"]
     assert (first["rc"], first["stdout"].strip()) == (0, f"add net 172.17.0.0: gateway {GW}")
     assert second["rc"] == 1
     assert second["stdout"].strip() == f"add net 172.17.0.0: gateway {GW}: File exists"
@@ -233,5 +233,6 @@ def test_via_defaults_to_the_machines_fixed_ip(mac):
     assert r.returncode == 0, r.stderr
     assert mac.calls() == [["-n", "add", "-net", "172.17.0.0/16", GW]]
     assert [(x["destination"], x["machine"]) for x in mac.records()] == [("172.17.0.0/16", "lab")]
-    machine_only = json.loads(mac.labctl("route", "ls", "other", "--offline", "--json").stdout)
+    machine_only = document(mac.labctl("route", "ls", "other", "--offline", "--json").stdout,
+                            "routes")["routes"]
     assert machine_only == []

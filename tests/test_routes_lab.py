@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, document
 from tests.lab.engine import INDEX, DockerEngine, require_engine
 from tests.lab.netns import Lab
 
@@ -113,7 +113,7 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
 
     ls = d.labctl("route", "ls", "--docker-host", eng.url, "--json")
     assert ls.returncode == 0, ls.stderr
-    rows = {row["destination"]: row for row in json.loads(ls.stdout)}
+    rows = {row["destination"]: row for row in document(ls.stdout, "routes")["routes"]}
     assert {k: (v["state"], v["network"], v["ports"]) for k, v in rows.items()} == {
         "172.17.0.0/16": ("present", "bridge", "direct"),
         "10.201.0.0/24": ("present", "labnet", "direct")}
@@ -135,7 +135,7 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
     # ... and one deleted
     eng.docker("rm", "-f", cid)
     eng.docker("network", "rm", "later")
-    stale = json.loads(d.labctl("route", "ls", "--docker-host", eng.url, "--json").stdout)
+    stale = document(d.labctl("route", "ls", "--docker-host", eng.url, "--json").stdout, "routes")["routes"]
     assert {row["destination"]: row["state"] for row in stale}["10.203.0.0/24"] == "stale"
     r = d.labctl("route", "sync", "--docker-host", eng.url)
     assert r.returncode == 0, r.stderr
@@ -313,7 +313,7 @@ def test_route_add_by_machine_name(tmp_path):
         assert reachable(lab, desk, ip) == (True, True)
         ls = lab.run(desk, [sys.executable, "-m", "labctl", "route", "ls", "lab", "--json"],
                      check=False, env=env, cwd=REPO, timeout=90)
-        rows = json.loads(ls.stdout)
+        rows = document(ls.stdout, "routes")["routes"]
         assert [(x["destination"], x["machine"], x["state"]) for x in rows] == [
             ("172.17.0.0/16", "lab", "present")]
         r = lab.run(desk, [sys.executable, "-m", "labctl", "route", "rm", "lab", "--all"],

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, document
 from tests.lab.world import LabWorld, require_world
 
 pytestmark = pytest.mark.lab
@@ -154,7 +154,7 @@ def test_up_reachable_noop_down(world, nic):
 
     status = world.labctl("status", name, "--json")
     assert status.returncode == 0, status.stderr
-    st = json.loads(status.stdout)["machines"][0]
+    st = document(status.stdout, "status")["machines"][0]
     assert st["state"] == "Running" and st["fixed_ip"] == rec["ip"] and st["context"] == name
 
     # a dry run shows every step of down and changes nothing

@@ -10,7 +10,7 @@ import sys
 
 from labctl.vmware.dhcpd import DhcpdConf
 from labctl.vmware.networking import NetworkingFile
-from tests.conftest import REPO
+from tests.conftest import REPO, document
 
 STANDINS = REPO / "tests" / "standins"
 
@@ -45,7 +45,7 @@ def calls(root) -> list[list[str]]:
 def test_vmnet_ls_reports_the_networking_file(fusion_root):
     r = labctl("vmnet", "ls", "--json")
     assert r.returncode == 0, r.stderr
-    rows = {row["vmnet"]: row for row in json.loads(r.stdout)}
+    rows = {row["vmnet"]: row for row in document(r.stdout, "vmnets")["vmnets"]}
     assert rows["vmnet1"]["kind"] == "host-only" and rows["vmnet1"]["subnet"] == "172.16.141.0/24"
     assert rows["vmnet8"]["kind"] == "nat" and rows["vmnet8"]["dhcp"] is True
     assert rows["vmnet1"]["virtual_adapter"] is True

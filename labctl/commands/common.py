@@ -30,7 +30,7 @@ def apply(plan, paths: Paths, dry_run: bool, *, json_out: bool = False,
 
     if dry_run:
         if json_out:
-            ui.print_json(plan.as_dict())
+            ui.print_document("plan", plan.as_dict())
         else:
             ui.plain(plan.render())
         return

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from labctl.commands.params import Format, complete_machine
+
 
 def console_help(
-    vm: str = typer.Argument(..., help="The VM: a .vmx path, a docker-machine name, or a name "
+    vm: str = typer.Argument(..., metavar="VM", autocompletion=complete_machine,
+                             help="The VM: a .vmx path, a docker-machine name, or a name "
                              "`vmrun list` shows (the .vmx file name or displayName)."),
-    fmt: str = typer.Option("text", "--format", help="text, markdown (for a ticket) or json."),
+    fmt: Format = typer.Option(Format.text, "--format", case_sensitive=False,
+                               help="text for the terminal, markdown for a ticket, json for tools."),
     open_console: bool = typer.Option(False, "--open-console",
                                       help="Start the VM with its console window (vmrun start VMX gui)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --open-console: show the command only."),
@@ -17,7 +21,7 @@ def console_help(
 
     Example: labctl console-help lab --format markdown
     """
-    show(vm, fmt, open_console=open_console, dry_run=dry_run)
+    show(vm, fmt.value, open_console=open_console, dry_run=dry_run)
 
 
 def show(vm: str | None, fmt: str, *, open_console: bool, dry_run: bool,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import typer
 
 from labctl.commands import args
+from labctl.commands.params import complete_vmnet
 
 app = typer.Typer(help="Fixed addresses for VMs: DHCP reservations in a vmnet's dhcpd.conf.",
                   no_args_is_help=True)
 
-VMNET = typer.Option(None, "--vmnet", help="vmnetN (default: the lab's vmnet, or the only host-only one).",
+VMNET = typer.Option(None, "--vmnet", metavar="vmnetN", autocompletion=complete_vmnet,
+                     help="The vmnet whose dhcpd.conf to use (default: the lab's vmnet, or the only "
+                          "host-only one).",
                      callback=args.vmnet)
 
 
@@ -31,7 +34,7 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
         for h in conf.hosts:
             rows.append({"vmnet": f"vmnet{n}", **h.as_dict()})
     if json:
-        ui.print_json(rows)
+        ui.print_document("reservations", {"reservations": rows})
         return
     if not rows:
         ui.info("no reservations")
@@ -43,10 +46,12 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
 
 @app.command("reserve")
 def reserve(
-    name: str = typer.Argument(..., help="Host name for the reservation (letters, digits, - _ .).",
+    name: str = typer.Argument(..., metavar="NAME",
+                               help="Host name for the reservation (letters, digits, - _ .).",
                                callback=args.reservation),
-    mac: str = typer.Option(..., "--mac", help="The VM NIC's MAC address."),
-    ip: str = typer.Option("auto", "--ip", help="An address outside the dynamic range, or 'auto'."),
+    mac: str = typer.Option(..., "--mac", metavar="MAC", help="The VM NIC's MAC address."),
+    ip: str = typer.Option("auto", "--ip", metavar="IP|auto",
+                           help="An address outside the dynamic range (auto: a free one)."),
     vmnet: str = VMNET,
     no_restart: bool = typer.Option(False, "--no-restart", help="Do not restart VMware networking."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
@@ -76,7 +81,7 @@ def reserve(
 
 @app.command("release")
 def release(
-    name: str = typer.Argument(..., help="The reservation to remove (only labctl's own).",
+    name: str = typer.Argument(..., metavar="NAME", help="The reservation to remove (only labctl's own).",
                                callback=args.reservation),
     vmnet: str = VMNET,
     no_restart: bool = typer.Option(False, "--no-restart", help="Do not restart VMware networking."),

@@ -5,16 +5,18 @@ from __future__ import annotations
 import typer
 
 from labctl.commands import args
+from labctl.commands.params import complete_check, complete_machine, complete_vmnet
 
 
 def doctor(
-    name: str = typer.Argument(None, help="The lab machine (default: the one labctl recorded).",
+    name: str = typer.Argument(None, metavar="NAME", autocompletion=complete_machine,
+                               help="The lab machine (default: the one labctl recorded).",
                                callback=args.machine),
-    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN to examine (default: the machine's).",
-                              callback=args.vmnet),
+    vmnet: str = typer.Option(None, "--vmnet", metavar="vmnetN", autocompletion=complete_vmnet,
+                              help="vmnetN to examine (default: the machine's).", callback=args.vmnet),
     json: bool = typer.Option(False, "--json", help="Print JSON."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show check ids, timings, extra detail."),
-    checks: list[str] = typer.Option(None, "--check", metavar="ID",
+    checks: list[str] = typer.Option(None, "--check", metavar="ID", autocompletion=complete_check,
                                      help="Run only this check (and what it needs); repeatable."),
     list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
@@ -26,8 +28,8 @@ def doctor(
                                  help="Ask the engine to reach this image's registry (pulls nothing) "
                                       "and say whether it trusts its TLS certificate, e.g. "
                                       "docker.io/library/busybox:latest."),
-    timeout: float = typer.Option(None, "--timeout", min=0.2,
-                                  help="Seconds each check may take (default 2)."),
+    timeout: float = typer.Option(None, "--timeout", min=0.2, metavar="SECONDS",
+                                  help="How long each check may take (default: 2)."),
 ) -> None:
     """Diagnose the lab layer by layer (host, docker-machine, vmnet, DHCP reservation, lease,
     machine, engine, routes, forwarding, end to end); every problem comes with a fix to paste.
@@ -56,7 +58,7 @@ def doctor(
     everything = dr.all_checks(opt_in=bool(probe or checks or list_checks or registry))
     if list_checks:
         if json:
-            ui.print_json([c.as_dict() for c in everything])
+            ui.print_document("checks", {"checks": [c.as_dict() for c in everything]})
         else:
             render_list(everything, sys.stdout)
         return
@@ -82,7 +84,7 @@ def doctor(
                               "vmnet": f"vmnet{t.vmnet}" if t.vmnet is not None else None}
         except Exception:  # already reported by the checks
             data["target"] = {"machine": name, "vmnet": vmnet}
-        ui.print_json(data)
+        ui.print_document("doctor", data)
     else:
         render(report, sys.stdout, verbose=verbose)
     if report.failed or (strict and report.warned):

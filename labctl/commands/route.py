@@ -5,15 +5,17 @@ from __future__ import annotations
 import typer
 
 from labctl.commands import args
+from labctl.commands.params import complete_machine
 
 app = typer.Typer(help="Routes from this host to the containers' subnets, so every container is "
                        "reachable by its own IP.", no_args_is_help=True)
 
-MACHINE = typer.Argument(None, help="The docker-machine (default: every labctl route / DOCKER_HOST).",
+MACHINE = typer.Argument(None, metavar="MACHINE", autocompletion=complete_machine,
+                         help="The docker-machine (default: every labctl route / DOCKER_HOST).",
                          callback=args.machine)
-DOCKER_HOST = typer.Option(None, "--docker-host", help="Engine URL instead of a machine "
+DOCKER_HOST = typer.Option(None, "--docker-host", metavar="URL", help="Engine URL instead of a machine "
                            "(tcp://IP:2376 with DOCKER_CERT_PATH, or unix:///path).")
-VIA = typer.Option(None, "--via", help="Gateway: the VM's address on the vmnet (default: its "
+VIA = typer.Option(None, "--via", metavar="IP", help="Gateway: the VM's address on the vmnet (default: its "
                    "labctl reservation, else docker-machine ip).")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the commands; change nothing.")
 
@@ -28,9 +30,11 @@ def _apply(plan, paths, dry_run: bool) -> None:
 def add(
     machine: str = MACHINE,
     via: str = VIA,
-    subnet: list[str] = typer.Option(None, "--subnet", help="A subnet to route (repeatable; default: "
+    subnet: list[str] = typer.Option(None, "--subnet", metavar="CIDR",
+                                     help="A subnet to route (repeatable; default: "
                                      "every local network of the Engine)."),
-    unprotect: list[str] = typer.Option(None, "--unprotect", help="Engine >= 28: recreate this (empty) "
+    unprotect: list[str] = typer.Option(None, "--unprotect", metavar="NETWORK",
+                                        help="Engine >= 28: recreate this (empty) "
                                         "network with gateway_mode_ipv4=nat-unprotected so unpublished "
                                         "ports answer routed traffic (repeatable)."),
     docker_host: str = DOCKER_HOST,
@@ -156,7 +160,7 @@ def ls(
     rows = [{**r.as_dict(), "state": route_state(r, table, live),
              "ports": reach.get(str(r.destination))} for r in recs]
     if json:
-        ui.print_json(rows)
+        ui.print_document("routes", {"routes": rows})
         return
     if not rows:
         ui.info("labctl has made no routes")
@@ -245,7 +249,8 @@ def _overlap_notes(paths, plan, table, records) -> None:
 @app.command("rm")
 def rm(
     machine: str = MACHINE,
-    subnet: list[str] = typer.Option(None, "--subnet", help="A labctl route to remove (repeatable)."),
+    subnet: list[str] = typer.Option(None, "--subnet", metavar="CIDR",
+                                     help="A labctl route to remove (repeatable)."),
     all_: bool = typer.Option(False, "--all", help="Every route labctl made (for MACHINE if given)."),
     dry_run: bool = DRY_RUN,
 ) -> None:
@@ -282,7 +287,9 @@ def watch(
     machine: str = MACHINE,
     via: str = VIA,
     docker_host: str = DOCKER_HOST,
-    retry: float = typer.Option(5.0, "--retry", help="Seconds between reconnection attempts."),
+    retry: float = typer.Option(5.0, "--retry", metavar="SECONDS", min=0.05,
+                                help="Wait before reconnecting (doubled while it keeps failing, "
+                                     "up to 60 s)."),
     check_routes: float = typer.Option(3.0, "--check-routes", help="Seconds between two looks at the "
                                        "routing table for routes (a VPN's) overlapping the lab; 0: never."),
 ) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from labctl.commands import args
+from labctl.commands.params import Driver, Nic, complete_machine, complete_vmnet, value
 
-NAME = typer.Argument(None, help="Machine name (default: lab, or every machine of --config).",
+NAME = typer.Argument(None, metavar="NAME", autocompletion=complete_machine,
+                      help="Machine name (default: lab, or every machine of --config).",
                       callback=args.machine)
 
 
@@ -37,22 +39,34 @@ def _interactive() -> bool:
 
 def up(
     name: str = NAME,
-    config: Path = typer.Option(None, "--config", help="A lab.toml describing several machines."),
-    driver: str = typer.Option(None, "--driver", help="vmwarefusion (macOS) or vmware (plugin)."),
-    cpus: int = typer.Option(None, "--cpus", help="CPUs for a new machine."),
-    memory: int = typer.Option(None, "--memory", help="Memory in MB for a new machine."),
-    disk: int = typer.Option(None, "--disk", help="Disk in MB for a new machine."),
-    vmnet: str = typer.Option(None, "--vmnet", help="vmnetN for the lab network, or 'auto'.",
-                              callback=args.vmnet),
-    subnet: str = typer.Option(None, "--subnet", help="Subnet of a vmnet labctl creates."),
-    ip: str = typer.Option(None, "--ip", help="The VM's fixed address, or 'auto'."),
-    nic: str = typer.Option(None, "--nic", help="dedicated (a second NIC, default) or existing."),
+    config: Path = typer.Option(None, "--config", metavar="FILE",
+                                help="A lab.toml describing several machines (examples/lab.toml)."),
+    driver: Driver = typer.Option(None, "--driver", case_sensitive=False,
+                                  help="docker-machine driver: vmwarefusion (macOS) or vmware (the "
+                                       "plugin) (default: vmwarefusion on macOS, vmware on Linux)."),
+    cpus: int = typer.Option(None, "--cpus", metavar="N", help="CPUs for a new machine (default: 2)."),
+    memory: int = typer.Option(None, "--memory", metavar="MB",
+                               help="Memory for a new machine (default: 2048)."),
+    disk: int = typer.Option(None, "--disk", metavar="MB", help="Disk for a new machine (default: 20000)."),
+    vmnet: str = typer.Option(None, "--vmnet", metavar="vmnetN|auto", autocompletion=complete_vmnet,
+                              help="The lab network (default: auto, the first free one, created "
+                                   "host-only with DHCP).", callback=args.vmnet),
+    subnet: str = typer.Option(None, "--subnet", metavar="CIDR",
+                               help="Subnet of a vmnet labctl creates (default: a free 192.168.N.0/24)."),
+    ip: str = typer.Option(None, "--ip", metavar="IP|auto",
+                           help="The VM's fixed address (default: auto, a free one outside the DHCP "
+                                "range)."),
+    nic: Nic = typer.Option(None, "--nic", case_sensitive=False,
+                            help="dedicated: a second NIC on the lab vmnet; existing: reserve "
+                                 "ethernet0's address (default: dedicated)."),
     adopt: str = typer.Option(None, "--adopt", metavar="VM.vmx",
                               help="Adopt a Linux VM you installed (Ubuntu/Debian, arm64 or x86): "
                                    "docker-machine's generic driver provisions it over SSH."),
-    ssh_user: str = typer.Option(None, "--ssh-user", help="--adopt: the VM's user with sudo "
+    ssh_user: str = typer.Option(None, "--ssh-user", metavar="USER",
+                                 help="--adopt: the VM's user with sudo "
                                  "(default: your login name)."),
-    ssh_key: str = typer.Option(None, "--ssh-key", help="--adopt: that user's private key "
+    ssh_key: str = typer.Option(None, "--ssh-key", metavar="FILE",
+                                help="--adopt: that user's private key "
                                 "(default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa)."),
     engine_opt: list[str] = typer.Option(None, "--engine-opt", metavar="FLAG[=VALUE]",
                                          help="An extra dockerd flag for a new machine, e.g. "
@@ -83,7 +97,7 @@ def up(
 
       labctl up --config lab.toml
 
-      labctl up lab --adopt ~/Virtual\\ Machines.localized/debian.vmwarevm/debian.vmx
+      labctl up lab --adopt ~/vms/debian.vmwarevm/debian.vmx
     """
     from labctl import labspec, ui
     from labctl.commands.common import changing
@@ -101,8 +115,8 @@ def up(
         if name:
             spec = labspec.LabSpec((spec.machine(name),), spec.ranges, spec.pool_size, spec.source)
     else:
-        spec = labspec.from_flags(paths.platform, name, driver=driver, cpus=cpus, memory=memory,
-                                  disk=disk, nic=nic, vmnet=None if vmnet == "auto" else vmnet,
+        spec = labspec.from_flags(paths.platform, name, driver=value(driver), cpus=cpus, memory=memory,
+                                  disk=disk, nic=value(nic), vmnet=None if vmnet == "auto" else vmnet,
                                   subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
                                   ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None,
                                   ca_certs=ca_cert or None)
@@ -110,8 +124,8 @@ def up(
     with changing(paths, dry_run):
         reports = conv.up(spec, preflight=False)
     if json:
-        ui.print_json({"machines": [r.as_dict() for r in reports], "changes": conv.changes,
-                       "dry_run": dry_run})
+        ui.print_document("up", {"machines": [r.as_dict() for r in reports], "changes": conv.changes,
+                                 "dry_run": dry_run})
         return
     if dry_run:
         return
@@ -166,7 +180,7 @@ def status(
     _, conv = _converger(False)
     reports = conv.status([name] if name else [])
     if json:
-        ui.print_json({"machines": [r.as_dict() for r in reports]})
+        ui.print_document("status", {"machines": [r.as_dict() for r in reports]})
         return
     if not reports:
         ui.info("no lab machines (labctl up creates one)")

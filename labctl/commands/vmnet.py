@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labctl.commands import args
+from labctl.commands.params import complete_vmnet
 
 app = typer.Typer(help="VMware virtual networks (vmnets): list and create host-only ones.",
                   no_args_is_help=True)
@@ -25,7 +26,7 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
 
     rows = facts.vmnet_rows(Paths.detect())
     if json:
-        ui.print_json(rows)
+        ui.print_document("vmnets", {"vmnets": rows})
         return
     ui.table(None, ["VMNET", "KIND", "SUBNET", "NETMASK", "DHCP", "HOST ADAPTER", "HOST INTERFACE",
                     "HOST ADDRESS"],
@@ -37,9 +38,9 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
 
 @app.command("create")
 def create(
-    subnet: str = typer.Option(..., "--subnet", help="The network, e.g. 192.168.99.0/24."),
-    vmnet: str = typer.Option("auto", "--vmnet", help="vmnetN, or 'auto' for the first free one.",
-                              callback=args.vmnet),
+    subnet: str = typer.Option(..., "--subnet", metavar="CIDR", help="The network, e.g. 192.168.99.0/24."),
+    vmnet: str = typer.Option("auto", "--vmnet", metavar="vmnetN|auto", autocompletion=complete_vmnet,
+                              help="The vmnet to create (auto: the first free one).", callback=args.vmnet),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the diff and commands; change nothing."),
 ) -> None:
     """Create a host-only vmnet with DHCP and a host adapter.
