@@ -80,10 +80,9 @@ def main() -> None:
             import traceback
 
             traceback.print_exc()
-        line = f"labctl: error: {exc.message}"
-        if exc.remedy:
-            line += f" (fix: {exc.remedy})"
-        sys.stderr.write(line + "\n")
+        from labctl import ui
+
+        ui.error(exc.message, exc.remedy)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(EXIT_FAILED)

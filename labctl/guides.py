@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +113,9 @@ def build(template: str, kind: str, **context: Any) -> Guide:
     return parse_guide(render_template(template, **context), kind)
 
 
-def render(guide: Guide, fmt: str) -> str:
-    """The guide as ``text`` (wrapped for a terminal), ``markdown`` or ``json``."""
+def render(guide: Guide, fmt: str, columns: int | None = None) -> str:
+    """The guide as ``text`` (wrapped to ``columns``: default the terminal's width, 80 in a
+    pipe), ``markdown`` or ``json``."""
     from labctl.render import render as render_template
 
     if fmt == "json":
@@ -128,31 +128,36 @@ def render(guide: Guide, fmt: str) -> str:
     if fmt == "markdown":
         return render_template("guides/format.md.j2", **context)
     if fmt == "text":
+        import sys
+
+        from labctl.ui import prose_width
+
+        columns = columns or prose_width(sys.stdout)
         wrapped = []
         for s in guide.steps:
             head = f"{s.n:>2}. "
             pad = " " * len(head)
             wrapped.append({
-                "do": _fill(s.do, head, pad),
-                "expect": _fill(s.expect, pad + "You should see: ", pad + "  "),
-                "if_not": _fill(s.if_not, pad + "If not: ", pad + "  "),
+                "do": _fill(s.do, head, pad, columns),
+                "expect": _fill(s.expect, pad + "You should see: ", pad + "  ", columns),
+                "if_not": _fill(s.if_not, pad + "If not: ", pad + "  ", columns),
             })
-        notes = [_fill(n, "Note: ", "  ") for n in guide.notes]
-        return render_template("guides/format.text.j2", steps=wrapped, wrapped_notes=notes, **context)
+        notes = [_fill(n, "Note: ", "  ", columns) for n in guide.notes]
+        title = _fill(guide.title, "", "", columns)
+        vm = guide.vm
+        where = (_fill(f"VM: {vm.name} ({vm.vmx_path}, guestOS {vm.guest_os or 'not set'}, found as "
+                       f"{vm.source})", "", "  ", columns) if vm else "")
+        rule = min(columns, max(len(line) for line in title.splitlines()))
+        return render_template("guides/format.text.j2", steps=wrapped, wrapped_notes=notes,
+                               wrapped_title=title, wrapped_vm=where, rule=rule, **context)
     raise InvalidInput(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
-_NBSP = "\u00a0"  # textwrap splits on ASCII whitespace only
-
-
-def _fill(text: str, first: str, rest: str, width: int = 92) -> str:
+def _fill(text: str, first: str, rest: str, width: int = 80) -> str:
     """Wrap for a terminal without ever breaking inside a `code span`: commands stay whole."""
-    parts = text.split("`")
-    for i in range(1, len(parts), 2):
-        parts[i] = parts[i].replace(" ", _NBSP)
-    out = textwrap.fill("`".join(parts), width, initial_indent=first, subsequent_indent=rest,
-                        break_long_words=False, break_on_hyphens=False)
-    return out.replace(_NBSP, " ")
+    from labctl.ui import fill
+
+    return fill(text, width, first, rest)
 
 
 def check_format(fmt: str) -> str:

@@ -133,6 +133,7 @@ class Runner:
             kwargs["_env"] = {**os.environ, **env}
         if cwd is not None:
             kwargs["_cwd"] = cwd
+        tapped = _tap(kwargs)  # a running ui.step shows the latest line
         try:
             proc = sh.Command(full[0])(*full[1:], **kwargs)
             _wait(proc, limit, full)
@@ -149,8 +150,8 @@ class Runner:
         result = Result(
             argv=argv,
             returncode=int(proc.exit_code or 0),
-            stdout=_text(proc.stdout),
-            stderr=_text(proc.stderr),
+            stdout="".join(tapped[0]) if tapped else _text(proc.stdout),
+            stderr="".join(tapped[1]) if tapped else _text(proc.stderr),
             seconds=time.monotonic() - started,
         )
         self.history.append(result)
@@ -167,6 +168,28 @@ class Runner:
                 stderr=result.stderr,
             )
         return result
+
+
+def _tap(kwargs: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """When a step listens (labctl.progress), every output line goes to it as it comes, and
+    is kept for the Result as usual."""
+    from labctl import progress
+
+    feed = progress.current()
+    if feed is None:
+        return None
+    out: list[str] = []
+    err: list[str] = []
+
+    def tap(store: list[str], line: str | bytes) -> None:
+        text = _text(line)
+        store.append(text)
+        with contextlib.suppress(Exception):  # showing progress must never break a command
+            feed(text)
+
+    kwargs["_out"] = lambda line: tap(out, line)
+    kwargs["_err"] = lambda line: tap(err, line)
+    return out, err
 
 
 def _wait(proc: Any, limit: float, full: list[str]) -> None:

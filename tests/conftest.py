@@ -69,3 +69,14 @@ def document(text: str, name: str) -> dict:
         return data
     jsonschema.validate(data, schema(name), format_checker=jsonschema.FormatChecker())
     return data
+
+
+def one_error(stderr: str) -> str:
+    """labctl's error output in a pipe: ``labctl: error: MESSAGE`` and, when there is one,
+    ``  fix: REMEDY`` on the next line; nothing else.  Returned as one line,
+    ``labctl: error: MESSAGE (fix: REMEDY)``, for substring checks."""
+    lines = stderr.rstrip("\n").split("\n")
+    assert lines[0].startswith("labctl: error: "), stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  fix: ")), stderr
+    assert "Traceback" not in stderr
+    return lines[0] + (f" (fix: {lines[1][len('  fix: '):]})" if len(lines) == 2 else "")

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from labctl.cli import app
 from labctl.errors import LabctlError
 from labctl.vmware.dhcpd import DhcpdConf
-from tests.conftest import document
+from tests.conftest import document, one_error
 
 MAC = "00:50:56:2a:bb:cc"
 
@@ -320,8 +320,7 @@ def test_clash_with_unmanaged_block(ansible_root, monkeypatch, capsys, args, wha
     code, out, err = run_main(monkeypatch, capsys, "dhcp", "reserve", *args, "--vmnet", "vmnet8",
                               "--no-restart")
     assert code == 2
-    lines = err.strip().split("\n")
-    assert len(lines) == 1 and lines[0].startswith("labctl: error:"), err
+    lines = [one_error(err)]
     assert what in lines[0] and f"'{block}'" in lines[0]  # names the block it clashes with
     assert "Traceback" not in err + out
     assert vmware_files(ansible_root) == {k: v for k, v in before.items() if not k.startswith(STATE)}
@@ -331,7 +330,7 @@ def test_release_refuses_unmanaged_block(ansible_root, monkeypatch, capsys):
     before = vmware_files(ansible_root)
     code, _, err = run_main(monkeypatch, capsys, "dhcp", "release", "wlc01", "--vmnet", "vmnet8",
                             "--no-restart")
-    assert code == 2 and "wlc01" in err and len(err.strip().split("\n")) == 1
+    assert code == 2 and "wlc01" in err and bool(one_error(err))
     assert vmware_files(ansible_root) == before
 
 
@@ -379,8 +378,7 @@ def test_invalid_input_exit_2_one_line_nothing_changed(root, monkeypatch, capsys
     before = snapshot(root)
     code, out, err = run_main(monkeypatch, capsys, *argv)
     assert code == 2, (out, err)
-    lines = err.strip().split("\n")
-    assert len(lines) == 1 and lines[0].startswith("labctl: error:"), err
+    assert one_error(err)
     assert "Traceback" not in err + out and "internal error" not in err
     after = snapshot(root)
     assert {k: v for k, v in after.items() if not k.startswith(STATE)} == \
@@ -422,8 +420,7 @@ def test_malformed_file_exit_2_unchanged(root, monkeypatch, capsys, mangle, comm
         assert code == 0  # removing labctl's own block needs no subnet
         return
     assert code == 2, (out, err)
-    lines = err.strip().split("\n")
-    assert len(lines) == 1 and lines[0].startswith("labctl: error:"), err
+    assert one_error(err)
     assert "Traceback" not in err
     assert vmware_files(root) == before
 
@@ -434,7 +431,7 @@ def test_missing_dhcpd_conf(root, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "dhcp", "reserve", "lab", "--mac", MAC,
                             "--vmnet", "vmnet1", "--no-restart")
     # VMware writes the file when its networking starts: a missing precondition (exit 3)
-    assert code == 3 and "not found" in err and len(err.strip().split("\n")) == 1
+    assert code == 3 and "not found" in err and bool(one_error(err))
     assert "--configure" in err
     assert not conf_path(root, 1).exists()
     assert vmware_files(root) == {k: v for k, v in before.items() if not k.startswith(STATE)}
@@ -445,7 +442,7 @@ def test_missing_restart_tool_fails_before_writing(root, monkeypatch, capsys):
     before = vmware_files(root)
     code, _, err = run_main(monkeypatch, capsys, "dhcp", "reserve", "lab", "--mac", MAC)
     assert code == 3, err
-    assert "vmnet-cli" in err and len(err.strip().split("\n")) == 1
+    assert "vmnet-cli" in err and bool(one_error(err))
     assert vmware_files(root) == before
 
 
@@ -554,8 +551,7 @@ def test_subprocess_errors_one_line(tmp_path, argv, code):
     before = vmware_files(root)
     res = run_proc(root, *argv, "--no-restart")
     assert res.returncode == code, res.stderr
-    lines = res.stderr.strip().split("\n")
-    assert len(lines) == 1 and lines[0].startswith("labctl: error:"), res.stderr
+    assert one_error(res.stderr)
     assert "Traceback" not in res.stderr and res.stdout == ""
     assert vmware_files(root) == before
 
@@ -567,7 +563,7 @@ def test_same_mac_on_two_vmnets_is_refused(root, monkeypatch, capsys):
     before = vmware_files(root)
     code, _, err = run_main(monkeypatch, capsys, "dhcp", "reserve", "lab2", "--mac", MAC.upper(),
                             "--vmnet", "vmnet1", "--no-restart")
-    assert code == 2 and "vmnet8" in err and "'lab'" in err and len(err.strip().split("\n")) == 1
+    assert code == 2 and "vmnet8" in err and "'lab'" in err and bool(one_error(err))
     assert "labctl dhcp release lab --vmnet vmnet8" in err
     assert vmware_files(root) == before
     # once released there, it can move

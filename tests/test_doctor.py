@@ -806,8 +806,14 @@ def test_fix_is_printed_under_the_failed_line(world):
     lines = r.stdout.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith("✗ Reservation for the lab machine"))
     assert lines[i + 1] == f"  fix: labctl dhcp reserve lab --mac {MAC} --ip {IP} --vmnet vmnet2"
-    assert "- Reserved IP usable — skipped because reservation.exists failed" in r.stdout
+    # the checks that could not run because of it: one line under it, listed with -v
+    m = re.fullmatch(r"  - (\d+) checks skipped because of this \(-v lists them\)", lines[i + 2])
+    assert m and int(m.group(1)) >= 9, lines[i + 2]
+    assert "Reserved IP usable" not in r.stdout
     assert re.search(r"^\d+ ok, 0 warnings, 1 failed, 10 skipped in \d+\.\ds$", lines[-1])
+    verbose = world.doctor("-v").stdout
+    assert f"  - skipped because of this ({m.group(1)}):" in verbose
+    assert "      Reserved IP usable  [reservation.ip]" in verbose
     assert r.returncode == 1
 
 
@@ -1147,7 +1153,7 @@ def test_ascii_fallback(world):
     r.stdout.encode("ascii")
     assert "[ok] Platform - " in r.stdout
     assert "[xx] Reservation for the lab machine - " in r.stdout
-    assert "[--] Reserved IP usable - skipped because" in r.stdout
+    assert "  [--] 9 checks skipped because of this (-v lists them)" in r.stdout
     assert "✓" not in r.stdout and "—" not in r.stdout
 
 

@@ -187,14 +187,53 @@ def test_render_unicode_and_ascii(tmp_path):
     render(report, s, env={})
     out = _text(s).splitlines()
     assert out[:5] == ["✓ a one — fine", "✗ a two — bad — really", "  fix: do x",
-                       "- a three — skipped because a.two failed (a two)", "! a four — hm"]
+                       "  - 1 check skipped because of this (-v lists them)", "! a four — hm"]
     assert out[-1] == summary_line(report)
     assert out[-1].startswith("1 ok, 1 warning, 1 failed, 1 skipped in ")
     s = _stream("ascii")
     render(report, s, env={})
     out = _text(s).splitlines()
     assert out[:4] == ["[ok] a one - fine", "[xx] a two - bad ? really", "  fix: do x",
-                       "[--] a three - skipped because a.two failed (a two)"]
+                       "  [--] 1 check skipped because of this (-v lists them)"]
+
+
+def test_dependent_skips_collapse_under_their_root_cause_and_v_lists_them(tmp_path):
+    checks = [mk("a.root", lambda c: fail("gone", "bring it back")),
+              mk("b.one", lambda c: ok(), ["a.root"]), mk("b.two", lambda c: ok(), ["b.one"]),
+              mk("c.three", lambda c: ok(), ["b.two"]), mk("c.own", lambda c: skip("nothing to test")),
+              mk("c.fine", lambda c: ok("yes"))]
+    report = run(checks, ctx(tmp_path))
+    s = _stream("utf-8")
+    render(report, s, env={})
+    out = _text(s).splitlines()
+    assert out == ["✗ a root — gone", "  fix: bring it back",
+                   "  - 3 checks skipped because of this (-v lists them)",
+                   "- c own — nothing to test", "✓ c fine — yes", summary_line(report)]
+    s = _stream("utf-8")
+    render(report, s, env={}, verbose=True)
+    out = _text(s).splitlines()
+    start = out.index("  - skipped because of this (3):")
+    assert [x.split("  [")[0].strip() for x in out[start + 1:start + 4]] == ["b one", "b two", "c three"]
+
+
+def test_long_lines_wrap_at_the_width_with_an_indent_and_colour_follows_the_stack(tmp_path):
+    detail = "a long detail " * 12 + "`a command that stays whole`"
+    report = run([mk("a.long", lambda c: fail(detail.strip(), "run " + "this and that " * 8))],
+                 ctx(tmp_path))
+    s = _stream("utf-8")
+    render(report, s, env={"COLUMNS": "60"})
+    out = _text(s).splitlines()
+    assert all(len(line) <= 60 for line in out[:-1]), out
+    assert out[0].startswith("✗ a long — a long detail") and out[1].startswith("  detail a long")
+    assert any("`a command that stays whole`" in line for line in out)
+    fix = [line for line in out if line.startswith("  fix: ")]
+    assert fix and out[out.index(fix[0]) + 1].startswith("       ")  # hanging indent under the fix
+    s = _stream("utf-8")
+    render(report, s, env={"FORCE_COLOR": "1"})
+    assert "\x1b[31m✗\x1b[0m" in _text(s)
+    s = _stream("utf-8")
+    render(report, s, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" not in _text(s)
 
 
 def test_summary_seconds_and_counts(tmp_path):

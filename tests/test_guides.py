@@ -21,7 +21,7 @@ from labctl.errors import CommandFailed, InvalidInput, MalformedFile, Preconditi
 from labctl.paths import Paths
 from labctl.vmware import vmrun
 from labctl.vmware.vmx import Vmx
-from tests.conftest import document
+from tests.conftest import document, one_error
 
 VMRUN_LIST = "fusion-vmrun-list"
 
@@ -288,9 +288,7 @@ def lab(tmp_path):
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("labctl: error: ")
+    lines = [one_error(proc.stderr)]
     return lines[0]
 
 

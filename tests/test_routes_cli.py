@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, document
+from tests.conftest import REPO, document, one_error
 
 IP_TABLE = [
     {"dst": "default", "gateway": "10.0.2.2", "dev": "eth0", "flags": []},
@@ -70,8 +70,7 @@ def labctl_env(root: Path) -> dict[str, str]:
 def test_bad_input_is_one_line_exit_2(linux_root, args, needle):
     r = run("-m", "labctl", *args, env=labctl_env(linux_root))
     assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("labctl: error: "), r.stderr
+    lines = [one_error(r.stderr)]
     assert needle in lines[0]
     assert "Traceback" not in r.stderr
 
@@ -80,7 +79,7 @@ def test_unreachable_engine_is_one_line(linux_root, tmp_path):
     r = run("-m", "labctl", "route", "sync", "--via", "192.168.99.100", "--docker-host",
             f"unix://{tmp_path}/no-such.sock", env=labctl_env(linux_root))
     assert r.returncode == 1
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert one_error(r.stderr)
     assert "cannot reach the Docker Engine" in r.stderr
 
 

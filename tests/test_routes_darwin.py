@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, document, fixtures_dir
+from tests.conftest import REPO, document, fixtures_dir, one_error
 
 STANDINS = REPO / "tests" / "standins"
 BASE = "macos-netstat-rn-with-vmnet1-2-3-4-8"  # vmnet1 192.168.51/24, VPN 0/1 on utun0, en0 10.0.1/24
@@ -95,8 +95,7 @@ def test_conflicting_foreign_route_is_refused(mac):
     mac.write_table([FOREIGN])
     r = mac.labctl("route", "add", "--via", GW, "--subnet", "172.18.0.0/16")
     assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1
+    lines = [one_error(r.stderr)]
     assert "172.18.0.0/16 via 192.168.51.7 dev vmnet1" in lines[0]
     assert "did not make" in lines[0]
     assert mac.calls() == [] and mac.kernel() == [FOREIGN] and mac.records() == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, document
+from tests.conftest import REPO, document, one_error
 from tests.lab.engine import INDEX, DockerEngine, require_engine
 from tests.lab.netns import Lab
 
@@ -147,7 +147,7 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
     snapshot = table(lab, desk)
     r = d.labctl("route", "sync", "--docker-host", eng.url)
     assert r.returncode == 2
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert one_error(r.stderr)
     assert "10.202.0.0/24 via 192.168.99.8 dev vmnet2" in r.stderr
     assert table(lab, desk) == snapshot
     eng.docker("network", "rm", "clash")

@@ -45,7 +45,11 @@ def show(vm: str | None, fmt: str, *, open_console: bool, dry_run: bool,
     if fmt == "json":
         for note in guide.notes:
             ui.info(f"note: {note}")
-    ui.plain(guides.render(guide, fmt))
+    text = guides.render(guide, fmt)
+    if fmt == "text" and not open_console:
+        ui.page(text)  # a long guide on a terminal goes through the pager
+    else:
+        ui.plain(text)
     if not open_console:
         return
     assert info is not None

@@ -62,6 +62,7 @@ class Result:
     detail: str = ""
     fix: str | None = None
     extra: tuple[str, ...] = ()  # more lines, shown with -v
+    cause: str | None = None  # a skip because this prerequisite failed or was skipped
 
     def __post_init__(self) -> None:
         if self.status in (Status.WARN, Status.FAIL) and not self.fix:
@@ -191,6 +192,7 @@ class Outcome:
             "status": self.result.status.value,
             "detail": self.result.detail,
             "fix": self.result.fix,
+            "cause": self.result.cause,
             "seconds": round(self.seconds, 3),
         }
 
@@ -239,9 +241,9 @@ def _prerequisite_skip(c: Check, done: dict[str, Outcome]) -> Result | None:
     for r in c.requires:
         o = done[r]
         if o.status is Status.FAIL:
-            return skip(f"skipped because {r} failed ({o.check.title})")
+            return Result(Status.SKIP, f"skipped because {r} failed ({o.check.title})", cause=r)
         if o.status is Status.SKIP:
-            return skip(f"skipped because {r} was skipped ({o.check.title})")
+            return Result(Status.SKIP, f"skipped because {r} was skipped ({o.check.title})", cause=r)
     return None
 
 
