@@ -25,16 +25,18 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-app.command("up")(up.up)
-app.command("down")(up.down)
-app.command("status")(up.status)
-app.add_typer(vmnet.app, name="vmnet")
-app.add_typer(dhcp.app, name="dhcp")
-app.add_typer(route.app, name="route")
-app.command("doctor")(doctor.doctor)
-app.add_typer(photon.app, name="photon")
-app.command("console-help")(console.console_help)
-app.command("schema")(schema.schema)
+# short_help: the one line each command gets in `labctl --help` (whole, at 80 columns)
+app.command("up", short_help="Create or converge the lab (VM, vmnet, fixed IP, routes).")(up.up)
+app.command("down", short_help="Remove exactly what up added.")(up.down)
+app.command("status", short_help="Each lab machine's state, addresses and routes.")(up.status)
+app.command("doctor", short_help="Diagnose every layer; each problem with its fix.")(doctor.doctor)
+app.add_typer(vmnet.app, name="vmnet", short_help="VMware virtual networks: list, create.")
+app.add_typer(dhcp.app, name="dhcp", short_help="Fixed addresses: DHCP reservations.")
+app.add_typer(route.app, name="route", short_help="Routes from this host to the containers.")
+app.add_typer(photon.app, name="photon", short_help="Photon OS: reset a lost root password.")
+app.command("console-help", short_help="Console recovery steps for a VM's guest OS.")(
+    console.console_help)
+app.command("schema", short_help="The JSON schema of a --json document.")(schema.schema)
 
 _debug = False
 

@@ -104,7 +104,11 @@ def fill(text: str, columns: int | None, first: str = "", rest: str = "") -> str
         parts[i] = parts[i].replace(" ", _NBSP)
     out = textwrap.fill("`".join(parts), max(columns, len(rest) + 20), initial_indent=first,
                         subsequent_indent=rest, break_long_words=False, break_on_hyphens=False)
-    return out.replace(_NBSP, " ")
+    lines = out.split("\n")
+    for i, line in enumerate(lines[1:], 1):  # a word too long for its indent (a URL): less indent
+        if len(line) > columns:
+            lines[i] = line.lstrip(" ").rjust(min(len(line), columns))
+    return "\n".join(lines).replace(_NBSP, " ")
 
 
 def error(message: str, remedy: str | None = None, stream: IO[str] | None = None) -> None:

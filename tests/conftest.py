@@ -73,9 +73,12 @@ def document(text: str, name: str) -> dict:
 
 def one_error(stderr: str) -> str:
     """labctl's error output in a pipe: ``labctl: error: MESSAGE`` and, when there is one,
-    ``  fix: REMEDY`` on the next line; nothing else.  Returned as one line,
+    ``  fix: REMEDY`` on the next line; before them only the ✗ line of a step that failed.  Returned as one line,
     ``labctl: error: MESSAGE (fix: REMEDY)``, for substring checks."""
     lines = stderr.rstrip("\n").split("\n")
+    if lines and lines[0].startswith(("✗ ", "[xx] ")):  # the step that failed, and whether to re-run
+        assert lines[1].startswith("  re-running is "), stderr
+        lines = lines[2:]
     assert lines[0].startswith("labctl: error: "), stderr
     assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("  fix: ")), stderr
     assert "Traceback" not in stderr

@@ -32,7 +32,7 @@ def run(tmp_path, present: list[str]) -> tuple[subprocess.CompletedProcess[str],
 @pytest.mark.skipif(os.geteuid() != 0, reason="installs only as root")
 def test_installs_only_the_missing_packages_and_says_so_first(tmp_path):
     r, calls = run(tmp_path, ["ip", "openssl", "curl", "ps", "nsenter", "busybox", "ping",
-                              "debootstrap", "ssh"])
+                              "debootstrap", "ssh", "tmux", "less"])
     assert r.returncode == 0, r.stderr
     assert calls == ["update -qq", "install -y -qq --no-install-recommends "
                                    "docker.io isc-dhcp-client isc-dhcp-server"]
@@ -43,7 +43,7 @@ def test_installs_only_the_missing_packages_and_says_so_first(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="installs only as root")
 def test_nothing_missing_installs_nothing(tmp_path):
     r, calls = run(tmp_path, ["ip", "dhcpd", "dhclient", "dockerd", "docker", "busybox", "openssl",
-                              "curl", "ping", "nsenter", "ps", "debootstrap", "ssh"])
+                              "curl", "ping", "nsenter", "ps", "debootstrap", "ssh", "tmux", "less"])
     assert r.returncode == 0 and calls == [] and r.stderr == ""
 
 
@@ -52,7 +52,7 @@ def test_prints_the_python_that_has_the_dependencies(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("ip", "dhcpd", "dhclient", "dockerd", "docker", "busybox", "openssl", "curl", "ping",
-                 "nsenter", "ps", "debootstrap", "ssh"):
+                 "nsenter", "ps", "debootstrap", "ssh", "tmux", "less"):
         (bin_dir / name).symlink_to("/bin/true")
     r = subprocess.run([sys.executable, str(BOOTSTRAP)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "LABCTL_BOOTSTRAP_PATH": str(bin_dir)})

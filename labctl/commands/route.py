@@ -290,8 +290,9 @@ def watch(
     retry: float = typer.Option(5.0, "--retry", metavar="SECONDS", min=0.05,
                                 help="Wait before reconnecting (doubled while it keeps failing, "
                                      "up to 60 s)."),
-    check_routes: float = typer.Option(3.0, "--check-routes", help="Seconds between two looks at the "
-                                       "routing table for routes (a VPN's) overlapping the lab; 0: never."),
+    check_routes: float = typer.Option(3.0, "--check-routes", metavar="SECONDS",
+                                       help="Seconds between two looks at the routing table for "
+                                            "routes (a VPN's) overlapping the lab; 0: never."),
 ) -> None:
     """Follow the Engine's network events and keep the routes in sync (Ctrl-C stops).
 

@@ -60,8 +60,8 @@ def up(
                             help="dedicated: a second NIC on the lab vmnet; existing: reserve "
                                  "ethernet0's address (default: dedicated)."),
     adopt: str = typer.Option(None, "--adopt", metavar="VM.vmx",
-                              help="Adopt a Linux VM you installed (Ubuntu/Debian, arm64 or x86): "
-                                   "docker-machine's generic driver provisions it over SSH."),
+                              help="Adopt a Linux VM you installed (Ubuntu or Debian, arm64 or x86); "
+                                   "docker-machine's generic driver sets it up over SSH."),
     ssh_user: str = typer.Option(None, "--ssh-user", metavar="USER",
                                  help="--adopt: the VM's user with sudo "
                                  "(default: your login name)."),
