@@ -73,8 +73,8 @@ def document(text: str, name: str) -> dict:
 
 def one_error(stderr: str) -> str:
     """labctl's error output in a pipe: ``labctl: error: MESSAGE`` and, when there is one,
-    ``  fix: REMEDY`` on the next line; before them only the ✗ line of a step that failed.  Returned as one line,
-    ``labctl: error: MESSAGE (fix: REMEDY)``, for substring checks."""
+    ``  fix: REMEDY`` on the next line; before them only the ✗ line of a step that failed.
+    Returned as one line, ``labctl: error: MESSAGE (fix: REMEDY)``, for substring checks."""
     lines = stderr.rstrip("\n").split("\n")
     if lines and lines[0].startswith(("✗ ", "[xx] ")):  # the step that failed, and whether to re-run
         assert lines[1].startswith("  re-running is "), stderr

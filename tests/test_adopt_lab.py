@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from labctl.vmware.vmx import Vmx
+from tests.conftest import one_error
 from tests.lab.fullvm import require_fullvm
 from tests.lab.world import LabWorld, require_world
 
@@ -69,10 +70,10 @@ def refused(world, *args: str, vm_folder: Path | None = None, **env: str) -> str
     vms = running(world)
     r = world.labctl("up", *args, "--yes", env={**ENV, **env})
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.count("\n") == 1, r.stderr
+    line = one_error(r.stderr)
     assert snapshot(world, *(p for p in [vm_folder] if p)) == before
     assert running(world) == vms  # a VM started for the look is off again
-    return r.stderr.rstrip("\n")
+    return line
 
 
 # ---- refusals before any change ----------------------------------------------------------------------

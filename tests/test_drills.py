@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from conftest import one_error as error_line
 from dhcp_helpers import (
     PREFS,
     STATE,
@@ -368,9 +369,8 @@ def run_labctl(root: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 
 def one_error(r: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("labctl: ")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    return lines[0]
+    assert "internal error" not in r.stderr, r.stderr
+    return error_line(r.stderr)  # "labctl: error: … (fix: …)"
 
 
 @pytest.fixture

@@ -377,7 +377,7 @@ def doctor_check(world: LabWorld, name: str, check: str, env: dict[str, str] | N
     # correctness, not speed (tests/test_doctor*.py time doctor): a loaded machine must not
     # turn a slow docker-machine stand-in into a red check
     r = world.labctl("doctor", name, "--check", check, "--json", "--timeout", "20", *extra, env=env)
-    data = json.loads(r.stdout)
+    data = document(r.stdout, "doctor")
     return next(c for c in data["checks"] if c["id"] == check)
 
 

@@ -150,7 +150,7 @@ def test_vmnet_ls_shows_bridged_vmnets(tmp_path, monkeypatch):
     _workstation_root(tmp_path, monkeypatch)
     r = labctl("vmnet", "ls", "--json")
     assert r.returncode == 0, r.stderr
-    rows = {row["vmnet"]: (row["kind"], row["bridge"]) for row in json.loads(r.stdout)}
+    rows = {row["vmnet"]: (row["kind"], row["bridge"]) for row in document(r.stdout, "vmnets")["vmnets"]}
     assert rows == {"vmnet0": ("bridged", "br0"), "vmnet1": ("host-only", None),
                     "vmnet2": ("bridged", "eth1"), "vmnet8": ("nat", None)}
     table = labctl("vmnet", "ls")
