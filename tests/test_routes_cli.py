@@ -159,7 +159,7 @@ def test_persist_darwin_plist(tmp_path):
         {"destination": "172.17.0.0/16", "gateway": "192.168.99.100", "machine": "lab"}]}))
     env = {"LABCTL_ROOT": str(root), "LABCTL_PLATFORM": "darwin", "LABCTL_STATE_DIR": str(state)}
     ls = run("-m", "labctl", "route", "ls", "--offline", "--json", env=env)
-    assert json.loads(ls.stdout)[0]["state"] == "present"
+    assert document(ls.stdout, "routes")["routes"][0]["state"] == "present"
     r = run("-m", "labctl", "route", "persist", "lab", env=env)
     assert r.returncode == 0, r.stderr
     plist = root / "Library/LaunchDaemons/io.labctl.routes.lab.plist"

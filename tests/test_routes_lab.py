@@ -122,7 +122,7 @@ def test_containers_reachable_through_labctl_routes(lab_engine):
     assert unp.returncode == 0, unp.stderr
     assert "--unprotect labnet is not needed" in unp.stdout and "recreate" not in unp.stdout
     offline = d.labctl("route", "ls", "--offline", "--json")
-    assert [row["state"] for row in json.loads(offline.stdout)] == ["present", "present"]
+    assert [row["state"] for row in document(offline.stdout, "routes")["routes"]] == ["present", "present"]
 
     # sync follows a network created afterwards ...
     eng.docker("network", "create", "--subnet", "10.203.0.0/24", "later")
