@@ -77,8 +77,11 @@ def capture(argv: list[str], env: dict[str, str], *, colour: bool = False) -> tu
     full.update(env)
     full["TERM"] = "xterm-256color"
     try:
+        # only the world's variables reach labctl (no proxy or colour setting of this machine)
+        inner = {"TERM": "tmux-256color", **env}
         r = tmux(["new-session", "-d", "-x", str(COLS), "-y", "400", "-s", "g",
-                  "env", *[f"{k}={v}" for k, v in env.items()], "sh", "-c", shell], socket, env=full)
+                  "env", "-i", *[f"{k}={v}" for k, v in inner.items()], "sh", "-c", shell], socket,
+                 env=full)
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 60
         while not done.exists() and time.monotonic() < deadline:
