@@ -565,7 +565,7 @@ class Converger:
         while time.monotonic() < deadline:
             try:
                 target = engine.resolve_target(self.paths, name, None, self.runner)
-                engine.engine_version(engine.connect(target, timeout=5))
+                engine.read(target, timeout=5).close()
                 return
             except LabctlError as exc:
                 last = exc.message

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,6 +137,137 @@ def resolve_target(paths: Paths, machine: str | None, docker_host: str | None,
     raise InvalidInput("say which engine: labctl route … MACHINE, or --docker-host tcp://IP:2376")
 
 
+# The API versions labctl's reads use (every field they read exists since 1.24); written out
+# so that reading the engine does not import the SDK (about 0.2 s).  The SDK, which makes the
+# changes, speaks this range too (a test checks it).
+API_MIN = "1.24"
+API_MAX = "1.44"
+
+
+class EngineReader:
+    """Read-only GETs on the Engine API with the standard library: what ``doctor``,
+    ``route add/sync`` and ``up`` need on their hot path (version, networks, containers),
+    without loading the SDK.  TLS is always verified against the engine's own CA (never the
+    environment's bundles) with the client certificate, the server's address checked against
+    its certificate; ``/version`` first, then every request at the newest API version both
+    sides speak.  Errors are :class:`CommandFailed` with one line."""
+
+    def __init__(self, target: EngineTarget, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._conn: Any = None
+        self._lock = threading.Lock()  # one request at a time on the connection (doctor's threads)
+        self.api_version = ""
+        self._version: dict[str, Any] | None = None
+
+    # -- transport ---------------------------------------------------------------------------
+    def _connection(self) -> Any:
+        import http.client
+        import socket
+        import ssl
+
+        t = self.target
+        if self._conn is not None:
+            return self._conn
+        if t.url.startswith("unix://"):
+            path = t.url[len("unix://"):]
+            timeout = self.timeout
+
+            class UnixConnection(http.client.HTTPConnection):
+                def connect(self) -> None:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(timeout)
+                    try:
+                        sock.connect(path)
+                    except OSError:
+                        sock.close()
+                        raise
+                    self.sock = sock
+
+            self._conn = UnixConnection("localhost", timeout=timeout)
+            return self._conn
+        if not (t.ca and t.cert and t.key):
+            raise PreconditionMissing(f"no TLS files for {t.url}; labctl always verifies TLS")
+        m = re.match(r"^(?:tcp|https?)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?", t.url)
+        if not m:
+            raise InvalidInput(f"invalid Docker host {t.url!r}: expected tcp://IP:2376 or unix:///path")
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(t.ca))
+            ctx.load_cert_chain(str(t.cert), str(t.key))
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"cannot use the TLS files for {t.url} ({t.ca}, {t.cert}, {t.key}): "
+                                f"{_short(exc)}",
+                                f"docker-machine regenerate-certs -f {t.machine or 'NAME'}") from exc
+        self._conn = http.client.HTTPSConnection(m.group(1).strip("[]"), int(m.group(2) or 2376),
+                                                 timeout=self.timeout, context=ctx)
+        return self._conn
+
+    def _get(self, path: str) -> Any:
+        with self._lock:
+            return self._get_locked(path)
+
+    def _get_locked(self, path: str) -> Any:
+        import json
+
+        try:
+            conn = self._connection()
+            conn.request("GET", path, headers={"Host": "docker", "Accept": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            self.close()
+            raise CommandFailed(f"cannot reach the Docker Engine at {self.target.url}: {_short(exc)}",
+                                "check the VM is running (docker-machine status) and its certificates"
+                                ) from exc
+        if resp.status != 200:
+            try:
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError):
+                message = body[:200].decode(errors="replace")
+            raise CommandFailed(f"the Docker Engine at {self.target.url} answered {resp.status} "
+                                f"to GET {path}: {' '.join(message.split())}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise CommandFailed(f"the Docker Engine at {self.target.url} answered GET {path} "
+                                "with something that is not JSON") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- reads -------------------------------------------------------------------------------
+    def version(self) -> dict[str, Any]:
+        """``/version`` (unversioned, as the SDK's version="auto" asks); fixes the API version."""
+        if self._version is None:  # a race asks twice: harmless
+            data = self._get("/version")
+            if not isinstance(data, dict):
+                raise CommandFailed(f"the Docker Engine at {self.target.url} sent a malformed /version")
+            server = str(data.get("ApiVersion") or API_MIN)
+            self.api_version = min(server, API_MAX, key=_api_tuple)
+            self._version = data
+        return self._version
+
+    def get(self, path: str) -> Any:
+        self.version()
+        return self._get(f"/v{self.api_version}{path}")
+
+    def networks(self) -> list[dict[str, Any]]:
+        return list(self.get("/networks") or [])
+
+    def containers(self) -> list[dict[str, Any]]:
+        """Running containers: one request, no inspect per container."""
+        return list(self.get("/containers/json") or [])
+
+
+def read(target: EngineTarget, timeout: float = CONNECT_TIMEOUT) -> EngineReader:
+    """An :class:`EngineReader` that has asked ``/version`` (so: the engine answers)."""
+    reader = EngineReader(target, timeout)
+    reader.version()
+    return reader
+
+
 def connect(target: EngineTarget, timeout: float = CONNECT_TIMEOUT) -> Any:
     """A DockerClient with verification on (TCP needs the CA, client cert and key).
 
@@ -228,9 +360,12 @@ def network_from_inspect(data: dict[str, Any]) -> EngineNetwork:
 
 
 def list_networks(client: Any) -> list[EngineNetwork]:
-    """Every local-scope network with IPv4 subnets (the default bridge included)."""
+    """Every local-scope network with IPv4 subnets (the default bridge included); ``client``
+    is an :class:`EngineReader` or an SDK client."""
     try:
-        raw = client.api.networks()
+        raw = client.networks() if isinstance(client, EngineReader) else client.api.networks()
+    except CommandFailed:
+        raise
     except Exception as exc:  # requests/SDK errors: one line
         raise CommandFailed(f"cannot list the engine's networks: {_short(exc)}") from exc
     out = [network_from_inspect(n) for n in raw]
@@ -238,6 +373,8 @@ def list_networks(client: Any) -> list[EngineNetwork]:
 
 
 def engine_version(client: Any) -> str:
+    if isinstance(client, EngineReader):
+        return str(client.version().get("Version", ""))
     try:
         return str(client.version().get("Version", ""))
     except Exception as exc:

@@ -409,12 +409,13 @@ class Facts:
 
     @probe
     def engine(self, name: str) -> Any:
-        """(client, version) for a machine's engine, TLS verified."""
+        """(reader, version) for a machine's engine, TLS verified (an engine.EngineReader:
+        reads only, no SDK)."""
         from labctl import engine
 
         timeout = self.command_timeout or engine.CONNECT_TIMEOUT
-        client = engine.connect(self.engine_target(name), timeout=timeout)
-        return client, engine.engine_version(client)
+        reader = engine.read(self.engine_target(name), timeout=timeout)
+        return reader, engine.engine_version(reader)
 
     @probe
     def engine_networks(self, name: str) -> list[Any]:

@@ -18,6 +18,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +187,10 @@ def test_harness_self_test(tmp_path):
         assert lab.dhclient(vm, "eth1", timeout=3) is None
         sleepers = [lab.spawn(vm, ["sleep", "300"], lab.tmp / "sleep.log"),
                     lab.spawn(vm, ["sleep", "301"], lab.tmp / "sleep.log", nsenter=True)]
+        # `ip netns exec` enters the namespace after it starts: give it a moment
+        deadline = time.monotonic() + 5
+        while not {p.pid for p in sleepers} <= set(lab.ns_pids(vm)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert {p.pid for p in sleepers} <= set(lab.ns_pids(vm))
         namespaces, tmp = [desk, vm], lab.tmp
     # teardown: namespaces, processes and the tmp dir are gone

@@ -19,8 +19,17 @@ class EngineFacts:
     version: str
     networks: list[Any]  # engine.EngineNetwork
     target: Any = None
-    client: Any = None
     notes: list[str] = field(default_factory=list)
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, connected on first use (only changes to the engine need it)."""
+        if self._client is None:
+            from labctl import engine
+
+            self._client = engine.connect(self.target)
+        return self._client
 
     @property
     def subnets(self) -> set[IPv4Network]:
@@ -32,10 +41,13 @@ def engine_facts(paths: Paths, machine: str | None, docker_host: str | None,
     from labctl import engine
 
     target = engine.resolve_target(paths, machine, docker_host, runner)
-    client = engine.connect(target)
-    version = engine.engine_version(client)
-    networks = engine.list_networks(client)
-    facts = EngineFacts(version, networks, target, client)
+    reader = engine.read(target)
+    try:
+        version = engine.engine_version(reader)
+        networks = engine.list_networks(reader)
+    finally:
+        reader.close()
+    facts = EngineFacts(version, networks, target)
     facts.notes.extend(reachability_notes(version, networks))
     return facts
 
