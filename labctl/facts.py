@@ -36,6 +36,7 @@ fact has one definition:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import ipaddress
@@ -311,20 +312,79 @@ class Facts:
         return VmxFile(path, data)
 
     @probe
+    def running_vmx(self) -> tuple[Path, ...]:
+        """``vmrun list``: the .vmx of every running VM (none when vmrun is not there)."""
+        from labctl.vmware import vmrun
+
+        try:
+            return tuple(Path(p) for p in vmrun.running_vms(self.paths, self.runner))
+        except LabctlError:
+            return ()
+
+    def vm_running(self, vmx: Path) -> bool:
+        """Whether the VM of ``vmx`` runs (``vmrun list``; names compared as people read them)."""
+        from labctl.vmware.vmrun import normalize
+
+        want = normalize(str(vmx))
+        return any(normalize(str(p)) == want for p in self.running_vmx())
+
+    @probe
+    def vmx_files(self) -> tuple[Path, ...]:
+        """Every .vmx labctl can find: docker-machine's store, ``vmrun list``, VMware's VM
+        inventory and the user's VM folders."""
+        found: dict[str, Path] = {}
+        for name in self.store_machines():
+            found.setdefault(str(self.vmx_path(name)), self.vmx_path(name))
+        for path in self.running_vmx():
+            found.setdefault(str(path), path)
+        home = Path(self.env.get("HOME") or Path.home())
+        if self.platform == "darwin":
+            inventories = [home / "Library/Application Support/VMware Fusion/vmInventory"]
+            folders = [home / "Virtual Machines.localized", home / "Documents/Virtual Machines.localized",
+                       home / "Virtual Machines", home / "Documents/Virtual Machines"]
+        else:
+            inventories = [home / ".vmware/inventory.vmls"]
+            folders = [home / "vmware"]
+        for inv in inventories:
+            try:
+                text = inv.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition("=")
+                value = value.strip().strip('"')
+                if key.strip().endswith(".config") and value.endswith(".vmx"):
+                    found.setdefault(value, Path(value))
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                for path in sorted(folder.glob("*/*.vmx")):
+                    found.setdefault(str(path), path)
+        return tuple(found.values())
+
+    @probe
     def machine_status(self, name: str) -> str:
         """``docker-machine status``: Running, Stopped, Error, ..."""
         return str(self.dm().status(name))
 
     @probe
+    def vm_probe(self, name: str) -> Any:
+        """What the VM says about its addresses, firewall and boot files (one
+        ``docker-machine ssh``; labctl.vmpath's probe, parsed)."""
+        from labctl import vmpath
+
+        out = self.dm().ssh(name, vmpath.probe_script(), timeout=30).stdout
+        return vmpath.parse_probe(out)
+
     def guest_addresses(self, name: str) -> tuple[str, ...]:
-        """IPv4 addresses the guest holds (``docker-machine ssh NAME ip -4 -o addr show``)."""
-        out = self.dm().ssh(name, ["ip", "-4", "-o", "addr", "show"], timeout=20).stdout
-        found = []
-        for line in out.splitlines():
-            words = line.split()
-            if "inet" in words and words.index("inet") + 1 < len(words):
-                found.append(words[words.index("inet") + 1].split("/")[0])
-        return tuple(found)
+        """IPv4 addresses the guest holds (from the VM probe)."""
+        return tuple(str(a.ip) for addrs in self.vm_probe(name).addresses.values() for a in addrs)
+
+    @probe
+    def ssh_answers(self, user: str, key: Path, ip: str) -> bool:
+        """Whether ``ssh USER@IP`` logs in with the key now (a VM labctl adopts; one try)."""
+        from labctl import adopt
+
+        return adopt.probe_ssh(self.runner, adopt.Login(user, key), ip, 0).ok
 
     @probe
     def server_cert(self, name: str) -> ServerCert:

@@ -394,6 +394,16 @@ class DockerMachine:
             raise classify(argv, result, name=name)
         return result
 
+    def require(self) -> None:
+        """PreconditionMissing (with the install command) unless docker-machine is installed;
+        looked up as the Runner would run it, without running it."""
+        binary = Path(self.binary)
+        found = (binary.is_file() and os.access(binary, os.X_OK)) if binary.is_absolute() \
+            else shutil.which(self.binary) is not None
+        if not found:
+            raise PreconditionMissing(f"docker-machine is not installed ({self.binary} not found)",
+                                      install_hint(self.platform))
+
     def version(self) -> str:
         """``0.16.2`` from ``docker-machine version 0.16.2, build bd45ab13``."""
         out = self.run("--version").stdout

@@ -160,8 +160,16 @@ class Step(Change):
 class Plan:
     title: str
     changes: list[Change] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # no-op reasons, warnings, hints
+    notes: list[str] = field(default_factory=list)  # hints about the plan
     after: list[str] = field(default_factory=list)  # what to tell the user once applied
+    warnings: list[str] = field(default_factory=list)  # what may not work as wanted
+    overlaps: list[str] = field(default_factory=list)  # routes labctl did not make overlap the lab
+    noops: list[str] = field(default_factory=list)  # why something needs no change
+
+    @property
+    def messages(self) -> list[str]:
+        """Everything the plan says before it runs, as the user sees it."""
+        return [*(f"warning: {w}" for w in [*self.warnings, *self.overlaps]), *self.notes, *self.noops]
 
     def add(self, change: Change) -> None:
         self.changes.append(change)
@@ -179,6 +187,8 @@ class Plan:
             "title": self.title,
             "changes": [c.as_dict() for c in self.changes],
             "notes": self.notes,
+            "warnings": [*self.warnings, *self.overlaps],
+            "noops": self.noops,
         }
 
     def render(self) -> str:
@@ -193,7 +203,9 @@ class Plan:
             diff = change.diff()
             if diff:
                 lines.extend("   " + d for d in diff.rstrip("\n").split("\n"))
-        for note in self.notes:
+        for w in [*self.warnings, *self.overlaps]:
+            lines.append(f"warning: {w}")
+        for note in [*self.notes, *self.noops]:
             lines.append(f"note: {note}")
         return "\n".join(lines) + "\n"
 
@@ -274,9 +286,13 @@ class ExecContext:
 
 
 def execute(plan: Plan, runner: Runner, backup_dir: Path,
-            progress: Callable[[Change], Any] | None = None) -> ExecContext:
-    """Apply a plan in order: ask for root once up front, then run each change."""
-    ctx = ExecContext(runner=runner, backup_dir=backup_dir)
+            progress: Callable[[Change], Any] | None = None,
+            data: dict[str, Any] | None = None,
+            done: Callable[[Change], None] | None = None) -> ExecContext:
+    """Apply a plan in order: ask for root once up front, then run each change.  ``data``
+    hands the changes what they need beyond the Runner (e.g. the docker-machine adapter);
+    ``done`` hears of each change once it has been applied."""
+    ctx = ExecContext(runner=runner, backup_dir=backup_dir, data=dict(data or {}))
     if plan.privileged:
         runner.ensure_privilege()
     for change in plan.changes:
@@ -285,4 +301,6 @@ def execute(plan: Plan, runner: Runner, backup_dir: Path,
                 change.apply(ctx)
         else:
             change.apply(ctx)
+        if done is not None:
+            done(change)
     return ctx

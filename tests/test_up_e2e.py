@@ -45,7 +45,7 @@ def tidy(world):
     for name in world.machines():
         world.docker_machine("rm", "-y", "-f", name)
     if world.state().get("vmnets"):
-        world.labctl("down")
+        world.labctl("down", "--all", "--yes")
 
 
 def snapshot(world: LabWorld) -> dict:
@@ -110,6 +110,22 @@ def hypervisor_seconds(debug_stderr: str) -> float:
     return total
 
 
+def steps(proc: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+    """(kind, description) of every step a ``--json`` run printed (planned or applied)."""
+    return [(s["kind"], s["description"]) for s in json.loads(proc.stdout)["steps"]]
+
+
+def assert_same_steps(planned: list[tuple[str, str]], ran: list[tuple[str, str]]) -> None:
+    """The dry run's steps are the steps the real run then ran, in order; a value the dry run
+    could only name (``<lab's engine URL>``) stands for whatever the real run learnt."""
+    # a step the dry run could only name (XLater) is the step X of the real run
+    assert [k.removesuffix("Later") for k, _ in planned] == [k for k, _ in ran], (planned, ran)
+    for (_, want), (_, got) in zip(planned, ran, strict=True):
+        pattern = "".join(".+?" if part.startswith("<") else re.escape(part)
+                          for part in re.split(r"(<[^<>]+>)", want))
+        assert re.fullmatch(pattern, got), (want, got)
+
+
 # ---- the main path, both NIC strategies --------------------------------------------------------------
 @pytest.mark.parametrize("nic", ["dedicated", "existing"])
 def test_up_reachable_noop_down(world, nic):
@@ -117,10 +133,21 @@ def test_up_reachable_noop_down(world, nic):
     before = snapshot(world)
     calls_before = len(world.network_calls())
 
+    # the dry run of a fresh desktop exits 0, shows every step and changes nothing
+    dry = world.labctl("up", name, "--nic", nic, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert snapshot(world) == before and world.machines() == []
+    planned = steps(dry)
+    kinds = {k for k, _ in planned}
+    assert {"CreateMachine", "Reserve", "RestartNetworking", "StartVM", "RouteBatch",
+            "DockerContext"} <= kinds
+    assert ("RegenerateCerts" in kinds) == (nic == "existing")
+
     started = time.monotonic()
-    up = world.labctl("--debug", "up", name, "--nic", nic, "--yes")
+    up = world.labctl("--debug", "up", name, "--nic", nic, "--yes", "--json")
     scratch = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
+    assert_same_steps(planned, steps(up))
     hyper = hypervisor_seconds(up.stderr)
     record_timing(f"up from scratch ({nic})", scratch, hypervisor=round(hyper, 3),
                   labctl_overhead=round(scratch - hyper, 3))
@@ -165,45 +192,63 @@ def test_up_reachable_noop_down(world, nic):
     assert f"release {name} on vmnet{rec['vmnet']}" in dry.stdout
     if nic == "dedicated":
         assert f"Plan: remove vmnet{rec['vmnet']}" in dry.stdout
+    dry = world.labctl("down", name, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
     assert (world.routes(), world.state(), len(world.audit())) == (routes, state, audit)
 
     restarts = len(world.network_calls())
-    down = world.labctl("down", name)
+    down = world.labctl("down", name, "--json")
     assert down.returncode == 0, down.stderr
+    assert_same_steps(steps(dry), steps(down))
     stops = [c for c in world.network_calls()[restarts:] if "--stop" in c]
     assert len(stops) == 1, f"down restarted VMware networking {len(stops)} times"
     assert_clean(world, before)
 
 
-def test_keep_vm_restores_vmx(world):
-    """A machine labctl did not create: `down --keep-vm` gives its .vmx back byte for byte."""
+def test_adopted_vm_and_foreign_context_stay(world):
+    """A machine labctl did not create, and a docker context of its name that labctl did not
+    make: `up` uses the machine and leaves the context alone; `down` (no --keep-vm) gives the
+    .vmx back byte for byte, keeps the VM and keeps the context."""
     name = "keepvm"
     made = world.docker_machine("create", "-d", "vmware", name)
     assert made.returncode == 0, made.stdout + made.stderr
+    foreign = "tcp://10.9.9.9:2376"
+    world.docker("context", "create", name, "--docker", f"host={foreign}")
     vmx = world.store / "machines" / name / f"{name}.vmx"
     before = snapshot(world)
     vmx_before = vmx.read_bytes()
 
-    up = world.labctl("up", name, "--yes", "--persist")
-    assert up.returncode == 0, up.stderr
-    assert b"ethernet1.address" in vmx.read_bytes()
-    unit = world.root / f"etc/systemd/system/labctl-routes-{name}.service"
-    assert unit.is_file() and f"route sync {name}" in unit.read_text()
-    assert "enable --now --no-block" in (world.root / ".standin/systemctl.log").read_text()
-    assert "ACCEPT" in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
-    down = world.labctl("down", name, "--keep-vm")
-    assert down.returncode == 0, down.stderr
-    assert not unit.exists(), "down left the boot unit behind"
-    # the VM stays, without labctl's firewall rule or its bootsync.sh (labctl wrote all of it)
-    assert "ACCEPT" not in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
-    assert vm_sh(world, name, "[ -e /var/lib/boot2docker/bootsync.sh ] || echo gone").strip() == "gone"
-    assert vmx.read_bytes() == vmx_before
-    assert world.machines() == [name], "--keep-vm removed the VM"
-    after = snapshot(world)
-    assert after["routes"] == before["routes"]
-    assert after["dhcpd1"] == before["dhcpd1"] and after["dhcpd8"] == before["dhcpd8"]
-    # a machine labctl did not create stays even without --keep-vm
-    assert world.state().get("machines", {}) == {}
+    def context_host() -> str:
+        out = world.docker("context", "inspect", name, "--format", "{{.Endpoints.docker.Host}}").stdout
+        return out.strip()
+
+    try:
+        up = world.labctl("up", name, "--yes", "--persist")
+        assert up.returncode == 0, up.stderr
+        assert f"a docker context named {name} exists and labctl did not make it" in up.stderr
+        assert context_host() == foreign
+        assert "context" not in world.state()["machines"][name]
+        assert b"ethernet1.address" in vmx.read_bytes()
+        unit = world.root / f"etc/systemd/system/labctl-routes-{name}.service"
+        assert unit.is_file() and f"route sync {name}" in unit.read_text()
+        assert "enable --now --no-block" in (world.root / ".standin/systemctl.log").read_text()
+        assert "ACCEPT" in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
+        down = world.labctl("down", name)
+        assert down.returncode == 0, down.stderr
+        assert not unit.exists(), "down left the boot unit behind"
+        # the VM stays, without labctl's firewall rule or its bootsync.sh (labctl wrote all of it)
+        assert "ACCEPT" not in vm_sh(world, name, "sudo iptables -S DOCKER-USER")
+        gone = vm_sh(world, name, "[ -e /var/lib/boot2docker/bootsync.sh ] || echo gone")
+        assert gone.strip() == "gone"
+        assert vmx.read_bytes() == vmx_before
+        assert world.machines() == [name], "down removed a VM labctl did not create"
+        assert context_host() == foreign, "down touched a docker context labctl did not make"
+        after = snapshot(world)
+        assert after["routes"] == before["routes"]
+        assert after["dhcpd1"] == before["dhcpd1"] and after["dhcpd8"] == before["dhcpd8"]
+        assert world.state().get("machines", {}) == {}
+    finally:
+        world.docker("context", "rm", "-f", name, check=False)
     assert world.docker_machine("rm", "-y", name).returncode == 0
 
 
@@ -241,7 +286,7 @@ def test_two_machines_from_lab_toml(world, tmp_path):
     ok, detail = world.reachable(extra_ip)
     assert ok, detail
 
-    down = world.labctl("down")
+    down = world.labctl("down", "--all")
     assert down.returncode == 0, down.stderr
     assert_clean(world, before)
 

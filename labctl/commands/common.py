@@ -34,8 +34,8 @@ def apply(plan, paths: Paths, dry_run: bool, *, json_out: bool = False,
         else:
             ui.plain(plan.render())
         return
-    for note in plan.notes:
-        ui.info(note)
+    for line in plan.messages:
+        ui.info(line)
     if plan.empty:
         return
     ctx = execute(plan, runner or Runner(), paths.backup_dir, progress=lambda c: ui.step(c.description))

@@ -56,6 +56,7 @@ def add(
     gateway = service.resolve_via(paths, machine, via, docker_host)
     with changing(paths, dry_run):
         notes: list[str] = []
+        warnings: list[str] = []
         steps: list = []
         if subnets and not unprotect:
             wanted = [Wanted(s, gateway) for s in subnets]
@@ -68,12 +69,13 @@ def add(
             else:
                 wanted = service.wanted_from_networks(networks, gateway)
             done = set(unprotect or [])
-            notes = [n for n in facts.notes if not any(f"network {d} (" in n for d in done)]
-            notes += unprotect_notes
+            warnings = [w for net, w in facts.warnings.items() if net not in done]
+            notes = unprotect_notes
         plan = plan_add(paths, wanted, read_table(paths), service.records_for(paths, None),
                         machine or "", title=f"route {len(wanted)} container subnet(s) via {gateway}")
         plan.changes[:0] = steps
         plan.notes.extend(notes)
+        plan.warnings.extend(warnings)
         _apply(plan, paths, dry_run)
 
 
@@ -195,55 +197,12 @@ def sync(
     """
     from labctl.commands.common import changing
     from labctl.paths import Paths
+    from labctl.routes import service
 
     paths = Paths.detect()
     with changing(paths, dry_run):
-        plan = _sync_plan(paths, machine, via, docker_host, offline)
+        plan = service.sync_plan(paths, machine, via, docker_host, offline)
         _apply(plan, paths, dry_run)
-
-
-def _sync_plan(paths, machine, via, docker_host, offline, facts=None):
-    from labctl.routes import service
-    from labctl.routes.analysis import Wanted
-    from labctl.routes.planner import plan_add, plan_sync
-    from labctl.routes.tables import read_table
-
-    records = service.records_for(paths, None)
-    mine = service.records_for(paths, machine)
-    if offline:
-        wanted = [Wanted(r.destination, r.gateway, r.network) for r in mine]
-        table = read_table(paths)
-        plan = plan_add(paths, wanted, table, records, machine or "",
-                        title="re-apply labctl's recorded routes")
-        _overlap_notes(paths, plan, table, records)
-        return plan
-    gateway = service.resolve_via(paths, machine, via, docker_host)
-    facts = facts or service.engine_facts(paths, machine, docker_host)
-    wanted = service.wanted_from_networks(facts.networks, gateway)
-    mine = service.records_for(paths, machine or "")  # never another machine's routes
-    plan = plan_sync(paths, wanted, read_table(paths), mine, machine or "")
-    plan.notes.extend(facts.notes)
-    return plan
-
-
-def _overlap_notes(paths, plan, table, records) -> None:
-    """The boot unit's run: routes labctl did not make that overlap the lab (a VPN), each said
-    once while it lasts (what was said is kept in labctl's state)."""
-    from labctl import state as labstate
-    from labctl.routes.vpn import STATE_KEY, Reporter
-
-    said = labstate.load(paths).get(STATE_KEY) or []
-    reporter = Reporter(s for s in said if isinstance(s, str))
-    lines = reporter.new(table, records)
-    plan.notes = [n for n in plan.notes if "overlaps the VPN route" not in n] + lines
-    if reporter.said != set(said):
-        current = sorted(reporter.said)
-
-        def remember(state: dict) -> None:
-            state[STATE_KEY] = current
-
-        plan.add(labstate.update_step(paths, "remember the overlapping routes already reported",
-                                      remember))
 
 
 @app.command("rm")
@@ -307,7 +266,7 @@ def watch(
         from labctl.errors import InvalidInput
 
         raise InvalidInput(f"--check-routes {check_routes:g}: expected seconds >= 0")
-    run_watch(machine, via, docker_host, retry, _sync_plan, check_routes)
+    run_watch(machine, via, docker_host, retry, check_routes)
 
 
 @app.command("persist")

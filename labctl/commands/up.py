@@ -14,18 +14,40 @@ NAME = typer.Argument(None, metavar="NAME", autocompletion=complete_machine,
                       callback=args.machine)
 
 
-def _converger(dry_run: bool, persist: bool = False, json_out: bool = False):
+def _lab(persist: bool = False):
     from labctl import ui
-    from labctl.converge import Converger
+    from labctl.converge import Lab
     from labctl.machine import DockerMachine
     from labctl.paths import Paths
     from labctl.runner import Runner
 
     paths = Paths.detect()
     runner = Runner()
-    return paths, Converger(paths, runner, DockerMachine.detect(runner, paths), dry_run=dry_run,
-                            progress=ui.step, say=ui.info, persist=persist,
-                            show_plan=ui.info if json_out else ui.plain)
+    return paths, Lab(paths, runner, DockerMachine.detect(runner, paths), progress=ui.step, say=ui.info,
+                      persist=persist)
+
+
+def _show_plan(plan, json_out: bool) -> None:
+    """The dry run: every phase's steps, exact commands and diffs (stdout; stderr with --json)."""
+    from labctl import ui
+
+    say = ui.info if json_out else ui.plain
+    for phase in plan.phases:
+        for line in phase.warnings:
+            ui.info(f"warning: {line}")
+        if not phase.empty:
+            say(phase.render().rstrip("\n"))
+        elif phase.notes:
+            for note in phase.notes:
+                ui.info(f"note: {note}")
+    if not plan.changes:
+        say("nothing to do")
+
+
+def _steps(plan) -> list[dict]:
+    from labctl.converge import step_dict
+
+    return [step_dict(p, c) for p in plan.phases for c in p.changes]
 
 
 def _interactive() -> bool:
@@ -102,9 +124,9 @@ def up(
     from labctl import labspec, ui
     from labctl.commands.common import changing
 
-    paths, conv = _converger(dry_run, persist, json)
+    paths, lab = _lab(persist)
     if not yes and not dry_run and _interactive():
-        conv.confirm = lambda question: typer.confirm(question, default=True, err=True)
+        lab.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic, adopt,
                                        ssh_user, ssh_key)) or engine_opt or ca_cert:
@@ -120,16 +142,32 @@ def up(
                                   subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
                                   ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None,
                                   ca_certs=ca_cert or None)
-    conv.preflight(spec)  # read-only, before the lock: a refusal leaves no trace at all
+    # read-only, before the lock: a refusal leaves no trace at all (a dry run does not power a
+    # VM to adopt on for its look)
+    lab.preflight(spec, power_on=not dry_run)
     with changing(paths, dry_run):
-        reports = conv.up(spec, preflight=False)
+        plan = lab.plan_up(spec)
+        if dry_run:  # the one place a dry run differs: print the plan instead of applying it
+            for m in spec.machines:
+                if m.name in lab.unlooked and m.vmx is not None:
+                    from labctl.adopt import login_for
+
+                    login = login_for(m)
+                    (ui.info if json else ui.plain)(
+                        f"then: start {m.vmx.name} to check that {login.user}@… answers SSH with "
+                        f"{login.key} (the dry run leaves it off)")
+            _show_plan(plan, json)
+            if json:
+                ui.print_document("up", {
+                    "machines": [r.as_dict() for r in lab.reports(plan, spec.machines)],
+                    "steps": _steps(plan), "changes": len(plan.changes), "dry_run": True})
+            return
+        reports = lab.up(spec, first=plan)
     if json:
-        ui.print_document("up", {"machines": [r.as_dict() for r in reports], "changes": conv.changes,
-                                 "dry_run": dry_run})
+        ui.print_document("up", {"machines": [r.as_dict() for r in reports], "steps": lab.applied,
+                                 "changes": len(lab.applied), "dry_run": False})
         return
-    if dry_run:
-        return
-    if conv.changes == 0:
+    if not lab.applied:
         ui.info("nothing to do: the lab is up")
     from labctl.validate import shell
 
@@ -144,27 +182,67 @@ def up(
 
 
 def down(
-    name: str = NAME,
+    name: str = typer.Argument(None, metavar="NAME", autocompletion=complete_machine,
+                               help="Machine name (default: lab).", callback=args.machine),
+    all_: bool = typer.Option(False, "--all", help="Every machine labctl set up, and the vmnets it "
+                              "created that nothing uses any more."),
     keep_vm: bool = typer.Option(False, "--keep-vm", help="Keep the VM; undo only what labctl added."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before removing machines or "
+                             "restarting VMware networking."),
+    json: bool = typer.Option(False, "--json", help="Print the steps as JSON."),
 ) -> None:
     """Remove exactly what `labctl up` added (routes, units, reservation, NIC, context, VM).
+
+    Only what labctl made goes: a machine it did not create stays (without the NIC labctl
+    added), a docker context it did not make stays, and a vmnet it created stays while a
+    .vmx still uses it.  On a terminal it asks before removing machines (--yes skips).
 
     Examples:
 
       labctl down
 
       labctl down lab --keep-vm --dry-run
+
+      labctl down --all --yes
     """
     from labctl import ui
     from labctl.commands.common import changing
+    from labctl.converge import removes_machines, unknown_machines
+    from labctl.errors import InvalidInput
+    from labctl.labspec import DEFAULT_NAME, check_name
 
-    paths, conv = _converger(dry_run)
+    if all_ and name:
+        raise InvalidInput("say either a machine name or --all, not both")
+    paths, lab = _lab()
+    interactive = not yes and not dry_run and _interactive()
+    names = [] if all_ else [check_name(name or DEFAULT_NAME)]
+    unknown_machines(lab.facts(), names)  # before the lock: bad input leaves no trace
     with changing(paths, dry_run):
-        reports = conv.down([name] if name else [], keep_vm)
-    if not dry_run:
-        for r in reports:
-            ui.info(f"{r.name}: removed ({r.changes} change{'s' if r.changes != 1 else ''})")
+        facts = lab.facts()
+        if all_:
+            names = list(facts.recorded_machines())
+        plan = lab.plan_down(names, keep_vm, facts)
+        if dry_run:  # the one place a dry run differs: print the plan instead of applying it
+            _show_plan(plan, json)
+            if json:
+                ui.print_document("down", {"steps": _steps(plan), "changes": len(plan.changes),
+                                           "dry_run": True})
+            return
+        doomed = removes_machines(plan)
+        if doomed and interactive and not typer.confirm(
+                f"remove the machine{'s' if len(doomed) > 1 else ''} {', '.join(doomed)} and "
+                f"{'their VMs' if len(doomed) > 1 else 'its VM'}?", default=False, err=True):
+            from labctl.errors import LabctlError
+
+            raise LabctlError("stopped before removing anything; nothing was changed",
+                              "labctl down --keep-vm keeps the VM; --yes skips the question")
+        reports = lab.down(names, keep_vm, first=plan)
+    if json:
+        ui.print_document("down", {"steps": lab.applied, "changes": len(lab.applied), "dry_run": False})
+        return
+    for r in reports:
+        ui.info(f"{r.name}: removed ({r.changes} change{'s' if r.changes != 1 else ''})")
 
 
 def status(
@@ -177,8 +255,8 @@ def status(
     """
     from labctl import ui
 
-    _, conv = _converger(False)
-    reports = conv.status([name] if name else [])
+    _, lab = _lab()
+    reports = lab.status([name] if name else [])
     if json:
         ui.print_document("status", {"machines": [r.as_dict() for r in reports]})
         return

@@ -19,8 +19,11 @@ def _q(path: object) -> str:
 
 
 def network_restart_fix(ctx: Context) -> str:
-    tool = _q(ctx.paths.network_tool)
-    return f"sudo {tool} --stop && sudo {tool} --start"
+    """The restart ``up`` runs (the network tool adapter's commands), to paste with sudo."""
+    from labctl.vmware import tools
+
+    return " && ".join(("sudo " if c.sudo else "") + shlex.join(c.argv)
+                       for c in tools.restart_commands(ctx.paths))
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:

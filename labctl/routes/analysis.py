@@ -30,6 +30,7 @@ class Analysis:
     foreign_present: list[Wanted] = field(default_factory=list)  # same route, not labctl's
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (message, fix)
     warnings: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)  # a VPN route overlaps a wanted route
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,7 +135,7 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
                     f"{r.interface or '?'} ({r.describe()})", fix_text(table)))
                 clash = True
             elif r.via_vpn and r.destination.prefixlen >= 8:
-                res.warnings.append(
+                res.overlaps.append(
                     f"{w.destination} overlaps the VPN route {r.describe()}: addresses in both "
                     f"go to the more specific route; fix: {fix_text(table)}")
             elif r.kind == GATEWAY and r.destination.prefixlen > w.destination.prefixlen:

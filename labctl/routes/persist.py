@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from labctl.errors import MalformedFile
 from labctl.paths import Paths
@@ -130,15 +131,22 @@ def _systemctl(paths: Paths) -> str:
     return str(paths._which("systemctl", "/bin/systemctl"))
 
 
-def plan_persist(paths: Paths, machine: str, gateway: str, iface: str | None) -> Plan:
+_READ: Any = object()  # plan_persist/plan_unpersist read the unit file themselves
+
+
+def plan_persist(paths: Paths, machine: str, gateway: str, iface: str | None,
+                 old: bytes | None = _READ) -> Plan:
+    """The unit that keeps the routes; ``old``: the unit file's bytes now (None: absent; by
+    default read from disk)."""
     from labctl import state as labstate
 
     path = unit_path(paths, machine)
     new = render_unit(paths, machine, gateway, iface)
-    old = path.read_bytes() if path.exists() else None
+    if old is _READ:
+        old = path.read_bytes() if path.exists() else None
     plan = Plan(f"keep {machine or 'the lab'}'s routes across reboots ({path})")
     if old == new:
-        plan.notes.append(f"{path} is already in place; nothing to do")
+        plan.noops.append(f"{path} is already in place; nothing to do")
         return plan
     plan.add(WriteFile(path, old, new, description=f"write {path}", validate=validator(paths, path.name)))
     if paths.platform == "darwin":
@@ -161,23 +169,25 @@ def plan_persist(paths: Paths, machine: str, gateway: str, iface: str | None) ->
     return plan
 
 
-def plan_unpersist(paths: Paths, machine: str) -> Plan:
+def plan_unpersist(paths: Paths, machine: str, old: bytes | None = _READ) -> Plan:
     from labctl import state as labstate
 
     path = unit_path(paths, machine)
     plan = Plan(f"stop keeping {machine or 'the lab'}'s routes across reboots")
-    if not path.exists():
-        plan.notes.append(f"{path} does not exist; nothing to do")
+    if old is _READ:
+        old = path.read_bytes() if path.exists() else None
+    if old is None:
+        plan.noops.append(f"{path} does not exist; nothing to do")
         return plan
     if paths.platform == "darwin":
         plan.add(Run([Command([_launchctl(paths), "bootout", f"system/{label(machine)}"], sudo=True)],
                      check=False, description=f"unload {label(machine)}"))
-        plan.add(DeleteFile(path, path.read_bytes()))
+        plan.add(DeleteFile(path, old))
     else:
         sc = _systemctl(paths)
         plan.add(Run([Command([sc, "disable", "--now", path.name], sudo=True)], check=False,
                      description=f"disable {path.name}"))
-        plan.add(DeleteFile(path, path.read_bytes()))
+        plan.add(DeleteFile(path, old))
         plan.add(Run([Command([sc, "daemon-reload"], sudo=True)], description="reload systemd"))
 
     def forget(state: dict) -> None:

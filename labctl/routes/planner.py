@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from labctl.errors import CommandFailed, Conflict
 from labctl.paths import Paths
-from labctl.plan import Change, Command, ExecContext, Plan
+from labctl.plan import Change, Command, ExecContext, Plan, Step
 from labctl.routes import records as rec
 from labctl.routes.analysis import Analysis, Wanted, analyze_add, analyze_remove
 from labctl.routes.model import GATEWAY, Route
@@ -120,6 +120,10 @@ def _took_effect(op: RouteOp, table: list[Route]) -> bool:
     return not here if op.action == "delete" else here
 
 
+class ForgetRoutes(Step):
+    """labctl forgets its records of routes that are gone (or changed hands)."""
+
+
 def _forget_step(paths: Paths, forget: list[rec.Record]) -> Change:
     from labctl import state as labstate
 
@@ -128,7 +132,12 @@ def _forget_step(paths: Paths, forget: list[rec.Record]) -> Change:
             rec.drop(state, r.destination)
 
     names = ", ".join(str(r.destination) for r in forget)
-    return labstate.update_step(paths, f"forget labctl's records of {names}", mutate)
+    step = labstate.update_step(paths, f"forget labctl's records of {names}", mutate)
+    return ForgetRoutes(step.description, step.fn, step.privileged, quiet=True)
+
+
+def ops_or_forget(plan: Plan) -> bool:
+    return any(isinstance(c, RouteBatch | ForgetRoutes) for c in plan.changes)
 
 
 def _settle_step(paths: Paths, records: list[rec.Record], table: list[Route]) -> Change | None:
@@ -163,13 +172,14 @@ def plan_add(paths: Paths, wanted: list[Wanted], table: list[Route], records: li
     if settle is not None:
         plan.add(settle)
     plan.notes.extend(an.notes)
-    plan.notes.extend(f"warning: {w}" for w in an.warnings)
+    plan.warnings.extend(an.warnings)
+    plan.overlaps.extend(an.overlaps)
     for w in an.present:
-        plan.notes.append(f"{w.destination} via {w.gateway} is already in place")
+        plan.noops.append(f"{w.destination} via {w.gateway} is already in place")
     if an.ops:
         plan.add(RouteBatch(paths, an.ops, machine))
-    elif not plan.notes:
-        plan.notes.append("no routes to add; nothing to do")
+    elif not plan.notes and not plan.noops:
+        plan.noops.append("no routes to add; nothing to do")
     return plan
 
 
@@ -186,9 +196,8 @@ def plan_remove(paths: Paths, targets: list[rec.Record], table: list[Route],
     gone = [t for t in targets if t.destination not in {op.destination for op in an.ops}]
     if gone:
         plan.add(_forget_step(paths, gone))
-    if not any(isinstance(c, RouteBatch) or "forget" in c.description for c in plan.changes) \
-            and not plan.notes:
-        plan.notes.append("labctl has no routes to remove; nothing to do")
+    if not ops_or_forget(plan) and not plan.notes:
+        plan.noops.append("labctl has no routes to remove; nothing to do")
     return plan
 
 
@@ -205,7 +214,9 @@ def plan_sync(paths: Paths, wanted: list[Wanted], table: list[Route], records: l
     plan = Plan(f"sync routes with the Engine's networks{' for ' + machine if machine else ''}")
     if settle is not None:
         plan.add(settle)
-    plan.notes.extend(add.notes + [f"warning: {w}" for w in add.warnings] + rm.notes)
+    plan.notes.extend(add.notes + rm.notes)
+    plan.warnings.extend(add.warnings)
+    plan.overlaps.extend(add.overlaps)
     ops = add.ops + rm.ops
     if ops:
         plan.add(RouteBatch(paths, ops, machine))
@@ -213,5 +224,5 @@ def plan_sync(paths: Paths, wanted: list[Wanted], table: list[Route], records: l
     if gone:
         plan.add(_forget_step(paths, gone))
     if not any(isinstance(c, RouteBatch) for c in plan.changes) and not gone:
-        plan.notes.append("routes already match the Engine's networks; nothing to do")
+        plan.noops.append("routes already match the Engine's networks; nothing to do")
     return plan

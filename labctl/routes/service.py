@@ -19,7 +19,7 @@ class EngineFacts:
     version: str
     networks: list[Any]  # engine.EngineNetwork
     target: Any = None
-    notes: list[str] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)  # network name -> what may not work
     _client: Any = field(default=None, repr=False)
 
     @property
@@ -48,20 +48,21 @@ def engine_facts(paths: Paths, machine: str | None, docker_host: str | None,
     finally:
         reader.close()
     facts = EngineFacts(version, networks, target)
-    facts.notes.extend(reachability_notes(version, networks))
+    facts.warnings.update(reachability_warnings(version, networks))
     return facts
 
 
-def reachability_notes(version: str, networks: list[Any]) -> list[str]:
+def reachability_warnings(version: str, networks: list[Any]) -> dict[str, str]:
+    """Engine >= 28: the networks routed traffic reaches on published ports only (by name)."""
     from labctl import engine
 
-    notes = []
+    out = {}
     for n in networks:
         if engine.reachability(version, n) == "published-only":
-            notes.append(f"warning: Engine {version} drops routed traffic to unpublished ports on "
-                         f"network {n.name} ({', '.join(map(str, n.subnets))}): only published ports "
-                         f"are reachable there; fix: {engine.unprotect_advice(n)}")
-    return notes
+            out[n.name] = (f"Engine {version} drops routed traffic to unpublished ports on "
+                           f"network {n.name} ({', '.join(map(str, n.subnets))}): only published ports "
+                           f"are reachable there; fix: {engine.unprotect_advice(n)}")
+    return out
 
 
 def wanted_from_networks(networks: list[Any], gateway: IPv4Address) -> list[Wanted]:
@@ -124,3 +125,48 @@ def parse_subnets(values: list[str] | None) -> list[IPv4Network]:
 
 def records_for(paths: Paths, machine: str | None) -> list[rec.Record]:
     return rec.for_machine(rec.load(paths), machine)
+
+
+def sync_plan(paths: Paths, machine: str | None, via: str | None, docker_host: str | None,
+              offline: bool, facts: EngineFacts | None = None) -> Any:
+    """``route sync``: routes for the engine's networks (``offline``: labctl's recorded
+    routes, re-added where missing; what the boot unit runs)."""
+    from labctl.routes.planner import plan_add, plan_sync
+    from labctl.routes.tables import read_table
+
+    records = records_for(paths, None)
+    mine = records_for(paths, machine)
+    if offline:
+        wanted = [Wanted(r.destination, r.gateway, r.network) for r in mine]
+        table = read_table(paths)
+        plan = plan_add(paths, wanted, table, records, machine or "",
+                        title="re-apply labctl's recorded routes")
+        _overlap_notes(paths, plan, table, records)
+        return plan
+    gateway = resolve_via(paths, machine, via, docker_host)
+    facts = facts or engine_facts(paths, machine, docker_host)
+    wanted = wanted_from_networks(facts.networks, gateway)
+    mine = records_for(paths, machine or "")  # never another machine's routes
+    plan = plan_sync(paths, wanted, read_table(paths), mine, machine or "")
+    plan.warnings.extend(facts.warnings.values())
+    return plan
+
+
+def _overlap_notes(paths: Paths, plan: Any, table: list[Any], records: list[rec.Record]) -> None:
+    """The boot unit's run: routes labctl did not make that overlap the lab (a VPN), each said
+    once while it lasts (what was said is kept in labctl's state)."""
+    from labctl import state as labstate
+    from labctl.routes.vpn import STATE_KEY, Reporter
+
+    said = labstate.load(paths).get(STATE_KEY) or []
+    reporter = Reporter(s for s in said if isinstance(s, str))
+    plan.overlaps = []  # said by the reporter instead, once
+    plan.notes += reporter.new(table, records)
+    if reporter.said != set(said):
+        current = sorted(reporter.said)
+
+        def remember(state: dict) -> None:
+            state[STATE_KEY] = current
+
+        plan.add(labstate.update_step(paths, "remember the overlapping routes already reported",
+                                      remember))

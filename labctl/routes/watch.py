@@ -10,7 +10,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from labctl.errors import LabctlError
@@ -22,10 +22,12 @@ MAX_BACKOFF = 60.0  # the longest wait between two reconnection attempts
 
 
 def run_watch(machine: str | None, via: str | None, docker_host: str | None, retry: float,
-              make_plan: Callable[..., Any], check_every: float = OVERLAP_CHECK) -> None:
+              check_every: float = OVERLAP_CHECK) -> None:
     from labctl import engine, ui
-    from labctl.commands.common import apply, changing
+    from labctl.fileops import locked
+    from labctl.plan import execute
     from labctl.routes import service
+    from labctl.runner import Runner
 
     paths = Paths.detect()
     guard = _Guard()
@@ -36,12 +38,16 @@ def run_watch(machine: str | None, via: str | None, docker_host: str | None, ret
 
     def sync(facts: service.EngineFacts) -> None:
         # Ctrl-C waits until the batch and its records are done
-        with guard.critical(), changing(paths, False):
-            plan = make_plan(paths, machine, via, docker_host, False, facts)
-            # overlaps with other routes are the table checker's to say, once
-            plan.notes = [n for n in plan.notes if "nothing to do" not in n
-                          and "overlaps the VPN route" not in n and notes.first(n)]
-            apply(plan, paths, False)
+        with guard.critical(), locked(paths.state_dir):
+            plan = service.sync_plan(paths, machine, via, docker_host, False, facts)
+            # not the no-ops; overlaps with other routes are the table checker's to say, once
+            for line in [*(f"warning: {w}" for w in plan.warnings), *plan.notes]:
+                if notes.first(line):
+                    ui.info(line)
+            if not plan.empty:
+                ctx = execute(plan, Runner(), paths.backup_dir, progress=lambda c: ui.step(c.description))
+                for line in [*ctx.notices, *plan.after]:
+                    ui.info(line)
 
     checker = _OverlapChecker(paths, check_every)
     checker.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def plan_reserve(paths: Paths, req: ReservationRequest, restart: bool = True) ->
     new_text, ip = conf.plan_reserve(req.name, req.mac, req.ip)
     plan = Plan(f"reserve {ip} for {req.name} on vmnet{req.vmnet}")
     if new_text == conf.text:
-        plan.notes.append(f"{req.name} already has {ip} on vmnet{req.vmnet}; nothing to do")
+        plan.noops.append(f"{req.name} already has {ip} on vmnet{req.vmnet}; nothing to do")
         return plan, ip
     _refuse_mac_on_other_vmnet(paths, req)
     plan.add(WriteFile(conf_path, old, encode(new_text),
@@ -108,18 +109,25 @@ def _refuse_mac_on_other_vmnet(paths: Paths, req: ReservationRequest) -> None:
     """docker-machine's Fusion driver reads the vmnet*/dhcpd.conf files in lexical order and
     takes the first reservation for the VM's MAC: one left on another vmnet would shadow or be
     shadowed by this one, so the MAC may be reserved on one vmnet only."""
-    mac = normalize_mac(req.mac)
     pattern = "vmnet*/dhcpd.conf" if paths.platform == "darwin" else "vmnet*/dhcpd/dhcpd.conf"
+    files: dict[int, bytes] = {}
     for path in sorted(paths.vmware_dir.glob(pattern)):
         digits = path.relative_to(paths.vmware_dir).parts[0][len("vmnet"):]
-        if not digits.isdigit() or int(digits) == req.vmnet:
+        if not digits.isdigit():
             continue
-        number = int(digits)
         try:
-            data = path.read_bytes()
+            files[int(digits)] = path.read_bytes()
         except OSError:
             continue
-        if mac.encode() not in data.lower():  # cheap test before parsing
+    refuse_mac_elsewhere(paths, files, req.vmnet, req.mac)
+
+
+def refuse_mac_elsewhere(paths: Paths, files: Mapping[int, bytes], vmnet: int, mac: str) -> None:
+    """Pure: Conflict if ``mac`` is reserved in the dhcpd.conf of another vmnet (``files``)."""
+    mac = normalize_mac(mac)
+    for number in sorted(files, key=lambda n: f"vmnet{n}"):
+        data = files[number]
+        if number == vmnet or mac.encode() not in data.lower():  # cheap test before parsing
             continue
         try:
             other = DhcpdConf.parse(data)
@@ -128,7 +136,7 @@ def _refuse_mac_on_other_vmnet(paths: Paths, req: ReservationRequest) -> None:
         for h in other.hosts:
             if mac in h.macs:
                 how = (f"labctl dhcp release {shlex.quote(h.name)} --vmnet vmnet{number}" if h.managed
-                       else f"remove host {h.name} from {path}")
+                       else f"remove host {h.name} from {paths.dhcpd_conf(number)}")
                 raise Conflict(f"MAC {mac} is already reserved on vmnet{number} by host {h.name!r} "
                                f"(line {h.line}); docker-machine would read only one of the two",
                                f"release it there first: {how}")
@@ -140,7 +148,7 @@ def plan_release(paths: Paths, name: str, vmnet: int, restart: bool = True) -> P
     new_text = conf.plan_release(name)
     plan = Plan(f"release {name} on vmnet{vmnet}")
     if new_text == conf.text:
-        plan.notes.append(f"no reservation named {name} on vmnet{vmnet}; nothing to do")
+        plan.noops.append(f"no reservation named {name} on vmnet{vmnet}; nothing to do")
         return plan
     plan.add(WriteFile(conf_path, old, encode(new_text),
                        description=f"remove host {name} from {conf_path}",
@@ -183,18 +191,28 @@ def pick_vmnet_number(net: NetworkingFile) -> int:
 def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
                       restart: bool = True) -> tuple[Plan, int]:
     """``restart=False`` leaves the networking restart to the caller (``up`` restarts once,
-    after the reservation on the new vmnet)."""
+    after the reservation on the new vmnet, and records it as pending until then)."""
+    net = parse_subnet(subnet)
+    old, _ = read_networking(paths)
+    return vmnet_create_plan(paths, old, host_networks(), requested, net, restart=restart,
+                             dhcpd_exists=lambda n: paths.dhcpd_conf(n).exists())
+
+
+def vmnet_create_plan(paths: Paths, old: bytes, host_nets: Iterable[tuple[str, ipaddress.IPv4Network]],
+                      requested: str | None, net: ipaddress.IPv4Network, *, restart: bool = True,
+                      dhcpd_exists: Callable[[int], bool] = lambda n: False) -> tuple[Plan, int]:
+    """Pure: the plan that adds a host-only vmnet with DHCP on ``net`` to the networking file
+    ``old`` (``host_nets``: the host's networks, which it must not overlap)."""
     from labctl.paths import parse_vmnet
 
-    net = parse_subnet(subnet)
-    old, nf = read_networking(paths)
+    nf = NetworkingFile.parse(old)
     number = pick_vmnet_number(nf) if requested in (None, "auto") else parse_vmnet(requested or "")
     existing = nf.get(number)
     plan = Plan(f"host-only vmnet{number} with DHCP on {net}")
     if existing is not None:
         if existing.network == net and existing.kind == "host-only" and existing.dhcp \
                 and existing.virtual_adapter:
-            plan.notes.append(f"vmnet{number} already is host-only on {net} with DHCP; nothing to do")
+            plan.noops.append(f"vmnet{number} already is host-only on {net} with DHCP; nothing to do")
             return plan, number
         what = f"bridged to {existing.bridge}" if existing.bridge else f"{existing.kind}, {existing.network}"
         raise Conflict(f"vmnet{number} already exists ({what}); "
@@ -203,7 +221,7 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
     for other in nf.vmnets.values():
         if other.network and other.network.overlaps(net):
             raise Conflict(f"{net} overlaps {other.name} ({other.network})", "choose another --subnet")
-    for ifname, hnet in host_networks():
+    for ifname, hnet in host_nets:
         if hnet.overlaps(net) and ifname != f"vmnet{number}":
             raise Conflict(f"{net} overlaps the host network {hnet} on {ifname}",
                            "choose another --subnet")
@@ -214,7 +232,7 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
     plan.add(WriteFile(paths.networking, old, new,
                        description=f"add vmnet{number} (host-only, DHCP, host adapter) to {paths.networking}",
                        validate=lambda data: _check_vmnet(data, number, net)))
-    if paths.platform == "linux" and not paths.dhcpd_conf(number).exists():
+    if paths.platform == "linux" and not dhcpd_exists(number):
         plan.add(WriteFile(paths.dhcpd_conf(number), None, render_dhcpd_conf(number, net),
                            description=f"write vmnet{number}'s dhcpd.conf"))
     configure = tools.configure_command(paths)
@@ -222,13 +240,22 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
         plan.add(configure_step(paths, configure))
     if restart:
         plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
+    plan.add(labstate.update_step(paths, f"record vmnet{number} as created by labctl",
+                                  record_vmnet(number, net, pending=not restart)))
+    return plan, number
+
+
+def record_vmnet(number: int, net: ipaddress.IPv4Network, pending: bool) -> Callable[[dict], None]:
+    """labctl's record of a vmnet it created (``pending``: its networking restart is still due)."""
 
     def record(state: dict) -> None:
         state["vmnets"][str(number)] = {"created": True, "subnet": str(net)}
         state.setdefault("default_vmnet", number)
+        if pending:
+            due = [n for n in state.get("restart_pending") or [] if n != number]
+            state["restart_pending"] = [*due, number]
 
-    plan.add(labstate.update_step(paths, f"record vmnet{number} as created by labctl", record))
-    return plan, number
+    return record
 
 
 def configure_step(paths: Paths, configure: Command) -> Step:
