@@ -65,8 +65,8 @@ def test_analyze_add(dest, records, ops, conflict, warning):
     else:
         assert not res.conflicts, res.conflicts
     if warning:
-        assert any(warning in w for w in res.warnings), res.warnings
-        assert any("bip=" in w for w in res.warnings)
+        assert any(warning in w for w in res.warnings + res.overlaps), (res.warnings, res.overlaps)
+        assert any("bip=" in w for w in res.warnings + res.overlaps)
 
 
 def test_gateway_off_link_is_refused():
