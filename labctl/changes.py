@@ -352,6 +352,33 @@ class VmPath(Change):
         _dm(ctx).ssh(self.name, self.command, timeout=60)
 
 
+class VmEngineRestart(VmPath):
+    """A command in the VM that ends by restarting its engine: done once the engine answers
+    again (boot2docker's init script returns before dockerd listens)."""
+
+    def apply(self, ctx: ExecContext) -> None:
+        super().apply(ctx)
+        wait_for_engine(_dm(ctx), self.name)
+
+
+def wait_for_engine(dm: Any, name: str, timeout: float = 90.0) -> None:
+    from labctl import engine
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            engine.engine_version(engine.connect(engine.target_from_store(name, dm.store), timeout=5))
+            return
+        except LabctlError as exc:
+            last = exc.message
+        except Exception as exc:  # noqa: BLE001 - the SDK's connection errors
+            last = str(exc)
+        time.sleep(0.5)
+    raise LabctlError(f"{name}'s engine did not answer within {timeout:g} s after its restart: {last}",
+                      f"docker-machine ssh {name} to look, then run labctl up again")
+
+
 @dataclass
 class VmPathLater(Change):
     """The VM-side rule, for a VM whose firewall a dry run cannot read yet (it does not run)."""
@@ -361,6 +388,17 @@ class VmPathLater(Change):
 
     def apply(self, ctx: ExecContext) -> None:
         raise LabctlError(f"internal: {self.description} was planned without the VM's firewall")
+
+
+@dataclass
+class VmCaLater(Change):
+    """CA certificates for a VM whose CA store a dry run cannot read yet (it does not run)."""
+
+    description: str
+    privileged: bool = False
+
+    def apply(self, ctx: ExecContext) -> None:
+        raise LabctlError(f"internal: {self.description} was planned without the VM's CA store")
 
 
 # ---- a VM labctl adopts (labctl.adopt): vmrun and docker-machine's generic driver ---------------

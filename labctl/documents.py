@@ -21,6 +21,7 @@ NAMES = {
     "doctor": "labctl doctor --json",
     "checks": "labctl doctor --list-checks --json",
     "up": "labctl up --json",
+    "down": "labctl down --json",
     "status": "labctl status --json",
     "guide": "labctl photon reset-password / console-help --format json",
     "plan": "a plan as JSON",

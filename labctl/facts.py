@@ -375,6 +375,14 @@ class Facts:
         out = self.dm().ssh(name, vmpath.probe_script(), timeout=30).stdout
         return vmpath.parse_probe(out)
 
+    @probe
+    def ca_probe(self, name: str) -> Any:
+        """labctl's CA files in the VM and how its host loads them (one ``docker-machine ssh``;
+        labctl.vmcerts's probe, parsed)."""
+        from labctl import vmcerts
+
+        return vmcerts.parse_probe(self.dm().ssh(name, vmcerts.probe_script(), timeout=30).stdout)
+
     def guest_addresses(self, name: str) -> tuple[str, ...]:
         """IPv4 addresses the guest holds (from the VM probe)."""
         return tuple(str(a.ip) for addrs in self.vm_probe(name).addresses.values() for a in addrs)

@@ -664,11 +664,83 @@ def phase_adopt_machine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) ->
     return phase, replace(w, engines={**w.engines, m.name: tuple(opts)})
 
 
+# ---- CA certificates the engine must trust (labctl.vmcerts) --------------------------------------------
+def _vm_changes(name: str, plan: Plan, binary: str) -> list[Change]:
+    """labctl.vmcerts's planned changes as typed ones: the last one of a non-empty plan
+    refreshes the CA store and restarts the engine."""
+    out: list[Change] = [ch.VmPath.of(name, c, binary) for c in plan.changes]
+    if out:
+        last = plan.changes[-1]
+        out[-1] = ch.VmEngineRestart(name, last.command, binary, last.description,  # type: ignore[attr-defined]
+                                     last.vm_path, last.vm_old, last.vm_new)  # type: ignore[attr-defined]
+    return out
+
+
+def phase_ca(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
+    """The CA certificates the engine must trust (--ca-cert), in the VM's system store the way
+    its host loads them at boot; the engine restarted once when one was added."""
+    import copy
+
+    from labctl import vmcerts
+
+    phase = Phase(f"trust {len(m.ca_certs)} CA certificate(s) in {m.name}'s engine", key=f"ca:{m.name}")
+    if not m.ca_certs:
+        return phase, w
+    mv = w.machine(m.name)
+    done = Later(f"{m.name}'s CA store, with labctl's CAs")
+    if mv.certs == done:  # a dry run past this phase
+        return phase, w
+    certs = mv.certs
+    if certs is None and it.pending:
+        certs = Later(f"{m.name}'s CA store")
+    if isinstance(certs, Later):
+        phase.add(ch.VmCaLater(f"install {len(m.ca_certs)} CA certificate(s) in {m.name}'s system store "
+                               "and restart its engine"))
+        w = w.with_machine(m.name, certs=done)
+    else:
+        if certs is None or not certs.complete:
+            raise CommandFailed(f"{m.name} did not answer labctl's CA probe completely",
+                                f"check docker-machine ssh {m.name} works, then run labctl up again")
+        plan = vmcerts.plan_install(m.name, certs, list(m.ca_certs), lambda command: None, w.dm_binary)
+        phase.changes = _vm_changes(m.name, plan, w.dm_binary)
+        if phase.changes:
+            after = copy.deepcopy(certs)
+            for cert in m.ca_certs:
+                after.files[certs.path_for(cert)] = cert.pem
+            w = w.with_machine(m.name, certs=after)
+    rec = w.record(m.name)
+    have = rec.extra.get("ca_certs") if rec is not None else None
+    wanted = sorted(set(have if isinstance(have, list) else []) | {c.sha256 for c in m.ca_certs})
+    changes, w = _record(w, m.name, {"ca_certs": wanted})
+    phase.changes += changes
+    return phase, w
+
+
+def down_ca(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
+    """labctl's CA files leave a VM that stays (one labctl removes takes them along)."""
+    from labctl import vmcerts
+
+    phase = Phase(f"remove labctl's CA certificates from {rec.name}", key=f"ca:{rec.name}")
+    mv = w.machine(rec.name)
+    removing = not keep_vm and rec.created and not rec.extra.get("adopted")
+    if not rec.extra.get("ca_certs") or not mv.exists or removing:
+        return phase, w
+    if not mv.running or mv.certs is None or isinstance(mv.certs, Later):
+        what = "is stopped" if not mv.running else "did not answer"
+        phase.notes.append(f"{rec.name} {what}, so labctl's CA certificates stay in it; start it and "
+                           f"run labctl down {rec.name} again to remove them")
+        return phase, w
+    phase.changes = _vm_changes(rec.name, vmcerts.plan_remove(rec.name, mv.certs, lambda command: None,
+                                                              w.dm_binary), w.dm_binary)
+    return phase, w
+
+
 UP_PHASES: tuple[Step, ...] = (phase_vmnet, phase_machine, phase_nic, phase_reserve, phase_boot, phase_certs,
-                               phase_vmpath, phase_routes, phase_persist, phase_context, phase_record)
+                               phase_vmpath, phase_ca, phase_routes, phase_persist, phase_context,
+                               phase_record)
 ADOPT_PHASES: tuple[Step, ...] = (phase_vmnet, phase_adopt_record, phase_adopt_nic, phase_reserve,
-                                  phase_adopt_boot, phase_adopt_machine, phase_vmpath, phase_routes,
-                                  phase_persist, phase_context, phase_record)
+                                  phase_adopt_boot, phase_adopt_machine, phase_vmpath, phase_ca,
+                                  phase_routes, phase_persist, phase_context, phase_record)
 
 
 #: phases planned from facts that need no VM or engine to answer: a real run may plan them
@@ -702,8 +774,8 @@ def plan_down(world: World, names: list[str], keep_vm: bool = False) -> LabPlan:
         rec = w.record(name)
         if rec is None:
             continue
-        for step in (down_routes, down_persist, down_context, down_release, down_vmpath, down_adopted,
-                     down_nic, down_machine, down_forget):
+        for step in (down_routes, down_persist, down_context, down_release, down_vmpath, down_ca,
+                     down_adopted, down_nic, down_machine, down_forget):
             phase, w = step(w, rec, keep_vm)
             phases.append(phase)
     for n in sorted(w.lab_vmnets()):

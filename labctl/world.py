@@ -76,6 +76,7 @@ class MachineView:
     engine_warnings: tuple[str, ...] = ()  # Engine >= 28: networks only published ports reach
     context: str | None = None  # the endpoint of the docker context named after it
     vm: Any = None  # labctl.vmpath.VmFacts | Later | None: the VM's firewall (None: not asked)
+    certs: Any = None  # labctl.vmcerts.CertFacts | Later | None: labctl's CA files in the VM
     # a VM labctl adopts (--adopt): its own .vmx, whether it runs (vmrun), whether SSH answers
     # on its fixed IP, and how it was powered before labctl's first up
     adopt_vmx: str = ""
@@ -292,7 +293,8 @@ def _try(fn: Callable[[], Any]) -> tuple[Any, str]:
         return None, str(exc)
 
 
-def observe_machine(facts: Any, name: str, *, engine: bool = True, deep: bool = True) -> MachineView:
+def observe_machine(facts: Any, name: str, *, engine: bool = True, deep: bool = True,
+                    cas: bool = False) -> MachineView:
     """One machine through the facts layer (only what its state makes meaningful; without
     ``deep``, nothing that needs the VM or its engine to answer)."""
     path = str(facts.vmx_path(name))
@@ -313,6 +315,9 @@ def observe_machine(facts: Any, name: str, *, engine: bool = True, deep: bool = 
         vm, _ = _try(lambda: facts.vm_probe(name))
         guest = tuple(str(a.ip) for addrs in vm.addresses.values() for a in addrs) if vm else None
         view = replace(view, guest=guest, vm=vm)
+        if cas:
+            certs, _ = _try(lambda: facts.ca_probe(name))
+            view = replace(view, certs=certs)
         if engine:
             found, engine_error = _try(lambda: _networks(facts, name))
             if found is None and not engine_error:
@@ -385,7 +390,8 @@ def observe_adopted(facts: Any, view: MachineView, vmx: Path, login: Any,
 def observe(facts: Any, names: Iterable[str], *, units: Iterable[Path] = (),
             vmx_scan: bool = False, engine: bool = True,
             adopted: Mapping[str, tuple[Path, Any]] | None = None,
-            power: Mapping[str, str] | None = None, deep: bool = True) -> World:
+            power: Mapping[str, str] | None = None, deep: bool = True,
+            cas: Iterable[str] = ()) -> World:
     """A World of the machines ``names`` (and labctl's records), read through ``facts``.
     ``adopted``: the VMs labctl adopts, name -> (.vmx, SSH login); ``power``: how each was
     powered before labctl's first look (preflight); without ``deep``, nothing that needs a VM
@@ -410,7 +416,8 @@ def observe(facts: Any, names: Iterable[str], *, units: Iterable[Path] = (),
         if data is not None:
             dhcpd[n] = data
     table, _ = _try(lambda: facts.route_table())
-    machines = {n: observe_machine(facts, n, engine=engine, deep=deep) for n in names}
+    with_cas = set(cas)
+    machines = {n: observe_machine(facts, n, engine=engine, deep=deep, cas=n in with_cas) for n in names}
     for name, (vmx, login) in (adopted or {}).items():
         machines[name] = observe_adopted(facts, machines[name], vmx, login, (power or {}).get(name, ""),
                                          deep=deep)

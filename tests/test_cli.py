@@ -227,4 +227,4 @@ def test_completion_offers_choices_and_recorded_machines(tmp_path):
     assert set(_complete("labctl up --driver vm", env)) == {"vmwarefusion", "vmware"}
     assert set(_complete("labctl doctor la", env)) == {"lab", "lab2"}
     assert set(_complete("labctl route ls ", env)) >= {"lab", "lab2", "web"}
-    assert set(_complete("labctl schema do", env)) == {"doctor"}
+    assert set(_complete("labctl schema do", env)) == {"doctor", "down"}

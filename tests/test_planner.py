@@ -236,3 +236,62 @@ if __name__ == "__main__":  # print a case's outcome (for writing new cases)
         print(json.dumps(outcome(run_case(c)), indent=2))
     except LabctlError as e:
         print("error:", e.message)
+
+
+# ---- --ca-cert: the CA phase (certificates made by the real openssl) --------------------------------
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory) -> Path:
+    import subprocess
+
+    d = tmp_path_factory.mktemp("ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "key.pem", "-out", "corp.pem", "-days", "2", "-subj", "/CN=corp"],
+                   cwd=d, check=True, capture_output=True)
+    return d / "corp.pem"
+
+
+def _ca_world(files: dict[str, str], ca_record: list[str] | None = None) -> Any:
+    from labctl import vmcerts
+
+    case = load(CASES / "up-converged.json")
+    world = build_world(case)
+    certs = vmcerts.CertFacts(os_id="boot2docker", boot2docker=True, files=dict(files), complete=True)
+    world = world.with_machine("lab", certs=certs)
+    if ca_record is not None:
+        world = world.with_state(lambda s: s["machines"]["lab"].update(ca_certs=ca_record))
+    return world
+
+
+def test_ca_phase_installs_once_and_then_is_converged(ca_pem):
+    from labctl import labspec, planner, vmcerts
+
+    spec = labspec.from_flags("linux", "lab", ca_certs=[str(ca_pem)])
+    cert = spec.machines[0].ca_certs[0]
+    plan = planner.plan_up(_ca_world({}), spec)
+    ca = next(p for p in plan.phases if p.key == "ca:lab")
+    kinds = [type(c).__name__ for c in ca.changes]
+    assert kinds == ["VmPath", "VmEngineRestart", "Record"], kinds
+    assert f"/var/lib/boot2docker/certs/{cert.stem}.pem" in ca.changes[0].description
+    assert "restart its engine" in ca.changes[1].description
+    # the other phases of a converged lab stay empty; planning again from the result: nothing
+    assert [p.key for p in plan.phases if not p.empty] == ["ca:lab"]
+    assert planner.plan_up(plan.world, spec).changes == []
+    # with the CA in place and recorded: nothing to do
+    path = vmcerts.CertFacts(boot2docker=True).path_for(cert)
+    assert planner.plan_up(_ca_world({path: cert.pem}, [cert.sha256]), spec).changes == []
+
+
+def test_down_removes_labctls_cas_from_a_vm_that_stays(ca_pem):
+    from labctl import planner, vmcerts
+
+    cert = vmcerts.load_certs([ca_pem])[0]
+    path = vmcerts.CertFacts(boot2docker=True).path_for(cert)
+    world = _ca_world({path: cert.pem}, [cert.sha256])
+    world = world.with_state(lambda s: s["machines"]["lab"].update(created_by_labctl=False))
+    plan = planner.plan_down(world, ["lab"])
+    ca = next(p for p in plan.phases if p.key == "ca:lab")
+    assert [type(c).__name__ for c in ca.changes] == ["VmPath", "VmEngineRestart"]
+    assert ca.changes[0].description == f"remove labctl's CA certificate {path} from lab"
+    # a VM labctl removes takes them along: no step for them
+    world = world.with_state(lambda s: s["machines"]["lab"].update(created_by_labctl=True))
+    assert next(p for p in planner.plan_down(world, ["lab"]).phases if p.key == "ca:lab").empty

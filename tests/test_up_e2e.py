@@ -110,9 +110,11 @@ def hypervisor_seconds(debug_stderr: str) -> float:
     return total
 
 
-def steps(proc: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+def steps(proc: subprocess.CompletedProcess[str], name: str) -> list[tuple[str, str]]:
     """(kind, description) of every step a ``--json`` run printed (planned or applied)."""
-    return [(s["kind"], s["description"]) for s in json.loads(proc.stdout)["steps"]]
+    from tests.conftest import document
+
+    return [(s["kind"], s["description"]) for s in document(proc.stdout, name)["steps"]]
 
 
 def assert_same_steps(planned: list[tuple[str, str]], ran: list[tuple[str, str]]) -> None:
@@ -137,7 +139,7 @@ def test_up_reachable_noop_down(world, nic):
     dry = world.labctl("up", name, "--nic", nic, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert snapshot(world) == before and world.machines() == []
-    planned = steps(dry)
+    planned = steps(dry, "up")
     kinds = {k for k, _ in planned}
     assert {"CreateMachine", "Reserve", "RestartNetworking", "StartVM", "RouteBatch",
             "DockerContext"} <= kinds
@@ -147,7 +149,7 @@ def test_up_reachable_noop_down(world, nic):
     up = world.labctl("--debug", "up", name, "--nic", nic, "--yes", "--json")
     scratch = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
-    assert_same_steps(planned, steps(up))
+    assert_same_steps(planned, steps(up, "up"))
     hyper = hypervisor_seconds(up.stderr)
     record_timing(f"up from scratch ({nic})", scratch, hypervisor=round(hyper, 3),
                   labctl_overhead=round(scratch - hyper, 3))
@@ -199,7 +201,7 @@ def test_up_reachable_noop_down(world, nic):
     restarts = len(world.network_calls())
     down = world.labctl("down", name, "--json")
     assert down.returncode == 0, down.stderr
-    assert_same_steps(steps(dry), steps(down))
+    assert_same_steps(steps(dry, "down"), steps(down, "down"))
     stops = [c for c in world.network_calls()[restarts:] if "--stop" in c]
     assert len(stops) == 1, f"down restarted VMware networking {len(stops)} times"
     assert_clean(world, before)
