@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from typing import IO, TYPE_CHECKING, Any
 
@@ -154,6 +154,25 @@ def print_document(name: str, body: dict[str, Any]) -> None:
     from labctl.documents import document
 
     print_json(document(name, body))
+
+
+def stream_document(name: str, key: str, items: Iterable[dict[str, Any]]) -> None:
+    """The --json document ``{..., key: [items]}`` written item by item: the same text as
+    print_document (indent 2), without holding the whole text or its encoder's pieces."""
+    from labctl.documents import document
+
+    text = json.dumps(document(name, {key: []}), indent=2)
+    marker = json.dumps(key) + ": []"
+    cut = text.rindex(marker) + len(marker) - 1  # just after "["; the rest is "]\n}"
+    out = sys.stdout
+    out.write(text[:cut])
+    sep = "\n"
+    for item in items:
+        out.write(sep + "    " + json.dumps(item, indent=2, default=str).replace("\n", "\n    "))
+        sep = ",\n"
+    if sep != "\n":
+        out.write("\n  ")
+    out.write(text[cut:] + "\n")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

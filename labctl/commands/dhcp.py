@@ -28,14 +28,12 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
 
     paths = Paths.detect()
     numbers = [parse_vmnet(vmnet)] if vmnet else sorted(lab.dhcpd_files(paths))
-    rows = []
-    for n in numbers:
-        _, conf = lab.read_dhcpd(paths, n)
-        for h in conf.hosts:
-            rows.append({"vmnet": f"vmnet{n}", **h.as_dict()})
-    if json:
-        ui.print_document("reservations", {"reservations": rows})
+    confs = [(n, lab.read_dhcpd(paths, n)[1]) for n in numbers]  # every file read before output
+    if json:  # streamed: 50,000 reservations do not become one string
+        ui.stream_document("reservations", "reservations",
+                           ({"vmnet": f"vmnet{n}", **h.as_dict()} for n, conf in confs for h in conf.hosts))
         return
+    rows = [{"vmnet": f"vmnet{n}", **h.as_dict()} for n, conf in confs for h in conf.hosts]
     if not rows:
         ui.info("no reservations")
         return

@@ -133,7 +133,7 @@ def ls(
     from labctl import ui
     from labctl.paths import Paths
     from labctl.routes import records
-    from labctl.routes.analysis import route_state
+    from labctl.routes.analysis import TableIndex, route_state
     from labctl.routes.tables import read_table
 
     paths = Paths.detect()
@@ -158,8 +158,8 @@ def ls(
                     reach[str(s)] = engine.reachability(facts.version, n)
         except LabctlError as exc:
             ui.info(f"labctl: engine not consulted ({exc.message}); stale routes are not detected")
-    table = read_table(paths, quick=True) if recs else []
-    rows = [{**r.as_dict(), "state": route_state(r, table, live),
+    index = TableIndex(read_table(paths, quick=True) if recs else [])
+    rows = [{**r.as_dict(), "state": route_state(r, index, live),
              "ports": reach.get(str(r.destination))} for r in recs]
     if json:
         ui.print_document("routes", {"routes": rows})

@@ -4,6 +4,7 @@ make (refused) or overlaps a VPN (warned), each with the exact route and a concr
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from dataclasses import dataclass, field
 
@@ -38,12 +39,62 @@ def _relevant(table: list[Route]) -> list[Route]:
     return [r for r in table if r.kind in (GATEWAY, LINK) and not r.destination.is_loopback]
 
 
+class TableIndex:
+    """The relevant routes of a table, indexed so that each question about one destination
+    costs O(log n), not a pass over the table: the routes to exactly that destination and the
+    routes that overlap it (in table order).  Built once per table."""
+
+    def __init__(self, table: list[Route]) -> None:
+        self.table = table
+        self.routes = _relevant(table)
+        self._exact: dict[tuple[int, int], list[int]] = {}
+        starts = []
+        for i, r in enumerate(self.routes):
+            lo = int(r.destination.network_address)
+            self._exact.setdefault((lo, r.destination.prefixlen), []).append(i)
+            starts.append((lo, i))
+        starts.sort()
+        self._starts = starts
+        self._keys = [lo for lo, _ in starts]
+        self._prefixes = sorted({r.destination.prefixlen for r in self.routes})
+
+    def exact(self, net: IPv4Network) -> list[Route]:
+        return [self.routes[i] for i in self._exact.get((int(net.network_address), net.prefixlen), ())]
+
+    def overlapping(self, net: IPv4Network) -> list[Route]:
+        """Every route whose destination overlaps ``net`` (itself included), in table order."""
+        lo, plen = int(net.network_address), net.prefixlen
+        found: set[int] = set()
+        for p in self._prefixes:  # the routes that contain net: its supernets
+            if p >= plen:
+                break
+            mask = (0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF
+            found.update(self._exact.get((lo & mask, p), ()))
+        hi = int(net.broadcast_address)  # the routes inside net: they start in its range
+        a, b = bisect.bisect_left(self._keys, lo), bisect.bisect_right(self._keys, hi)
+        found.update(i for _, i in self._starts[a:b] if self.routes[i].destination.prefixlen >= plen)
+        return [self.routes[i] for i in sorted(found)]
+
+
 def free_pool(table: list[Route], taken: list[IPv4Network] | None = None) -> IPv4Network | None:
     busy = [r.destination for r in _relevant(table) if r.destination.prefixlen >= 8] + list(taken or [])
     for base in _SUGGEST_FROM:
         if not any(base.overlaps(b) for b in busy):
             return base
     return None
+
+
+class _FixText:
+    """fix_text(table), worked out once, when first needed."""
+
+    def __init__(self, table: list[Route]) -> None:
+        self.table = table
+        self.text: str | None = None
+
+    def __call__(self) -> str:
+        if self.text is None:
+            self.text = fix_text(self.table)
+        return self.text
 
 
 def fix_text(table: list[Route], taken: list[IPv4Network] | None = None) -> str:
@@ -96,8 +147,10 @@ def own_addresses(table: list[Route]) -> set[IPv4Address]:
 def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record]) -> Analysis:
     res = Analysis()
     ours = {r.destination: r for r in records}
-    routes = _relevant(table)
+    index = TableIndex(table)
+    routes = index.routes
     default_gws = [r.gateway for r in routes if r.is_default and r.gateway is not None]
+    fix = _FixText(table)
     seen: set[IPv4Network] = set()
     for w in wanted:
         if w.destination in seen:
@@ -107,7 +160,7 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
             res.conflicts.append((f"{w.destination} contains its own gateway {w.gateway}",
                                   "route the container subnet via the VM's address on the vmnet"))
             continue
-        exact = [r for r in routes if r.destination == w.destination]
+        exact = index.exact(w.destination)
         rec = ours.get(w.destination)
         clash = False
         same = False
@@ -122,22 +175,22 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
                 res.conflicts.append((
                     f"{w.destination} is already routed: {r.describe()} ({kind}); "
                     f"labctl will not change it",
-                    f"remove that route yourself if it is stale, or {fix_text(table)}"))
+                    f"remove that route yourself if it is stale, or {fix()}"))
                 clash = True
         if clash:
             continue
-        for r in routes:
-            if r.destination == w.destination or r.is_default or not r.destination.overlaps(w.destination):
+        for r in index.overlapping(w.destination):
+            if r.destination == w.destination or r.is_default:
                 continue
             if r.kind == LINK and not r.via_vpn:
                 res.conflicts.append((
                     f"{w.destination} overlaps the host network {r.destination} on "
-                    f"{r.interface or '?'} ({r.describe()})", fix_text(table)))
+                    f"{r.interface or '?'} ({r.describe()})", fix()))
                 clash = True
             elif r.via_vpn and r.destination.prefixlen >= 8:
                 res.overlaps.append(
                     f"{w.destination} overlaps the VPN route {r.describe()}: addresses in both "
-                    f"go to the more specific route; fix: {fix_text(table)}")
+                    f"go to the more specific route; fix: {fix()}")
             elif r.kind == GATEWAY and r.destination.prefixlen > w.destination.prefixlen:
                 res.warnings.append(
                     f"the route {r.describe()} (not labctl's) is more specific than "
@@ -145,7 +198,7 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
         for gw in default_gws:
             if gw in w.destination:
                 res.conflicts.append((f"{w.destination} contains the default gateway {gw}",
-                                      fix_text(table)))
+                                      fix()))
                 clash = True
         if clash:
             continue
@@ -182,9 +235,9 @@ def analyze_add(wanted: list[Wanted], table: list[Route], records: list[Record])
 def analyze_remove(records: list[Record], table: list[Route]) -> Analysis:
     """Remove labctl's recorded routes; a route that changed hands is left and forgotten."""
     res = Analysis()
-    routes = _relevant(table)
+    index = TableIndex(table)
     for rec in records:
-        exact = [r for r in routes if r.destination == rec.destination]
+        exact = index.exact(rec.destination)
         mine = [r for r in exact if r.kind == GATEWAY and r.gateway == rec.gateway]
         if mine:
             res.ops.append(RouteOp("delete", rec.destination, rec.gateway, rec.network))
@@ -196,9 +249,12 @@ def analyze_remove(records: list[Record], table: list[Route]) -> Analysis:
     return res
 
 
-def route_state(rec: Record, table: list[Route], live_networks: set[IPv4Network] | None) -> str:
-    """present / missing / conflicting / stale (its Docker network is gone)."""
-    exact = [r for r in _relevant(table) if r.destination == rec.destination]
+def route_state(rec: Record, table: list[Route] | TableIndex,
+                live_networks: set[IPv4Network] | None) -> str:
+    """present / missing / conflicting / stale (its Docker network is gone).  For many records,
+    pass one :class:`TableIndex` of the table."""
+    index = table if isinstance(table, TableIndex) else TableIndex(table)
+    exact = index.exact(rec.destination)
     if live_networks is not None and rec.destination not in live_networks:
         return "stale"
     if any(r.kind == GATEWAY and r.gateway == rec.gateway for r in exact):

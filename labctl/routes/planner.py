@@ -11,7 +11,7 @@ from labctl.paths import Paths
 from labctl.plan import Change, Command, ExecContext, Plan, Step
 from labctl.routes import records as rec
 from labctl.routes.analysis import Analysis, Wanted, analyze_add, analyze_remove
-from labctl.routes.model import GATEWAY, Route
+from labctl.routes.model import IPv4Address, IPv4Network, Route
 from labctl.routes.tables import CHANGE_TIMEOUT, DarwinTable, LinuxTable, RouteOp, outcome, table_for
 from labctl.runner import is_root
 
@@ -59,7 +59,8 @@ class RouteBatch(Change):
             failure, said = self._apply_darwin(ctx, table)
         after = table.read(ctx.runner)
         self._record(ctx, after)
-        missing = [op for op in self.ops if not _took_effect(op, after)]
+        there = rec.gateway_routes(after)
+        missing = [op for op in self.ops if not _took_effect(op, there)]
         if failure or missing:
             what = "; ".join(op.describe() + (f" ({said[op]})" if op in said else "") for op in missing)
             raise CommandFailed(f"route changes did not all take effect: {what or failure}"
@@ -114,9 +115,9 @@ class RouteBatch(Change):
             ctx.write(labstate.state_path(self.paths), labstate.dump(state), privileged=True)
 
 
-def _took_effect(op: RouteOp, table: list[Route]) -> bool:
-    here = any(r.kind == GATEWAY and r.destination == op.destination and r.gateway == op.gateway
-               for r in table)
+def _took_effect(op: RouteOp, there: set[tuple[IPv4Network, IPv4Address | None]]) -> bool:
+    """``there``: records.gateway_routes of the table after the batch."""
+    here = (op.destination, op.gateway) in there
     return not here if op.action == "delete" else here
 
 

@@ -72,30 +72,34 @@ def load(paths: Paths) -> list[Record]:
     return from_state(labstate.load(paths))
 
 
-def _via(table: list[Route], destination: IPv4Network, gateway: IPv4Address | None) -> bool:
-    return gateway is not None and any(
-        r.kind == GATEWAY and r.destination == destination and r.gateway == gateway for r in table)
+def gateway_routes(table: list[Route]) -> set[tuple[IPv4Network, IPv4Address | None]]:
+    """(destination, gateway) of every gateway route: what "is this route there" looks up."""
+    return {(r.destination, r.gateway) for r in table if r.kind == GATEWAY}
 
 
-def settle_one(record: Record, table: list[Route]) -> Record | None:
+def settle_one(record: Record, table: list[Route],
+               there: set[tuple[IPv4Network, IPv4Address | None]] | None = None) -> Record | None:
     """What a record is once the table is known: unchanged if it is not pending; a pending
     one adopted (the route is there as intended), fallen back to its previous gateway, or
-    dropped (None)."""
+    dropped (None).  ``there``: gateway_routes(table), when settling many."""
     if record.pending is None:
         return record
-    if _via(table, record.destination, record.gateway):
+    if there is None:
+        there = gateway_routes(table)
+    if (record.destination, record.gateway) in there:
         return replace(record, pending=None, previous=None)
     if record.pending == "add" and record.previous is not None \
-            and _via(table, record.destination, record.previous):
+            and (record.destination, record.previous) in there:
         return replace(record, gateway=record.previous, pending=None, previous=None)
     return None
 
 
 def settled(records: list[Record], table: list[Route]) -> list[Record]:
     """The records as they are once every pending one is settled against ``table``."""
+    there = gateway_routes(table)
     out = []
     for r in records:
-        s = settle_one(r, table)
+        s = settle_one(r, table, there)
         if s is not None:
             out.append(s)
     return out
@@ -105,13 +109,14 @@ def settle(state: dict[str, Any], table: list[Route]) -> bool:
     """Settle the state's pending records against ``table`` in place; True if any changed."""
     changed = False
     routes = []
+    there = gateway_routes(table)
     for item in state.get("routes", []):
         record = Record.from_dict(item) if isinstance(item, dict) else None
         if record is None or record.pending is None:
             routes.append(item)
             continue
         changed = True
-        s = settle_one(record, table)
+        s = settle_one(record, table, there)
         if s is not None:
             routes.append(s.as_dict())
     state["routes"] = routes
@@ -121,16 +126,18 @@ def settle(state: dict[str, Any], table: list[Route]) -> bool:
 def intend(state: dict[str, Any], ops: list[RouteOp], machine: str) -> None:
     """Record a batch's routes before it runs (see the module docstring)."""
     current = {r.destination: r for r in from_state(state)}
+    batch = []
     for op in ops:
         old = current.get(op.destination)
         if op.action == "delete":
             if old is not None:
-                put(state, replace(old, pending="delete", previous=None))
+                batch.append(replace(old, pending="delete", previous=None))
             continue
         previous = old.gateway if old is not None and old.gateway != op.gateway else None
-        put(state, Record(op.destination, op.gateway, machine or (old.machine if old else ""),
-                          op.network if op.network is not None else (old.network if old else None),
-                          old.created if old else "", "add", previous))
+        batch.append(Record(op.destination, op.gateway, machine or (old.machine if old else ""),
+                            op.network if op.network is not None else (old.network if old else None),
+                            old.created if old else "", "add", previous))
+    put_many(state, batch)
 
 
 def for_machine(records: list[Record], machine: str | None) -> list[Record]:
@@ -141,12 +148,24 @@ def for_machine(records: list[Record], machine: str | None) -> list[Record]:
 
 def put(state: dict[str, Any], record: Record) -> None:
     """Add or update the record for this destination."""
+    put_many(state, [record])
+
+
+def put_many(state: dict[str, Any], records: list[Record]) -> None:
+    """Add or update the records for their destinations (a later one for the same destination
+    wins), in one pass over the state's list."""
+    if not records:
+        return
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    new: dict[str, dict[str, Any]] = {}
+    for record in records:
+        data = record.as_dict()
+        if not data["created"]:
+            data["created"] = now
+        new[str(record.destination)] = data
     routes = [r for r in state.get("routes", [])
-              if not (isinstance(r, dict) and r.get("destination") == str(record.destination))]
-    data = record.as_dict()
-    if not data["created"]:
-        data["created"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    routes.append(data)
+              if not (isinstance(r, dict) and r.get("destination") in new)]
+    routes.extend(new.values())
     routes.sort(key=lambda r: (str(r.get("machine", "")), str(r.get("destination", ""))))
     state["routes"] = routes
 

@@ -17,6 +17,7 @@ Removing a block restores the bytes the file had before it was added.
 
 from __future__ import annotations
 
+import array
 import bisect
 import ipaddress
 import re
@@ -221,12 +222,47 @@ def _walk(nodes: list[Node]):
             yield from _walk(node.children)
 
 
+# BEGIN_TAG / END_TAG lines, with a literal head that the scan finds at C speed
+_TAG_LINE = re.compile(r"# labctl: (?:(?P<begin>begin)|end) reservation (?P<name>\S+)[ \t]*(?:\r?\n|$)",
+                       re.M)
+
+
+def _managed_spans(text: str) -> dict[str, tuple[int, int]]:
+    """name -> (start, end) of each labctl block: from the line break before its BEGIN tag to
+    the end of the first END tag line of the same name after it.  One pass over the text
+    (a pattern per name would be compiled again for every block)."""
+    begins: list[tuple[str, int, int]] = []
+    ends: dict[str, list[tuple[int, int]]] = {}
+    for m in _TAG_LINE.finditer(text):
+        if m.start() and text[m.start() - 1] != "\n":
+            continue  # a tag counts only at the start of a line
+        if m.group("begin"):
+            begins.append((m.group("name"), m.start(), m.end()))
+        else:
+            ends.setdefault(m.group("name"), []).append((m.start(), m.end()))
+    spans: dict[str, tuple[int, int]] = {}
+    for name, start, after in begins:
+        found = ends.get(name)
+        if not found:
+            continue
+        i = bisect.bisect_left(found, (after, -1))
+        if i == len(found):
+            continue
+        # the block starts with the line break before its BEGIN tag (see reservation_block)
+        if text.endswith("\r\n", 0, start):
+            start -= 2
+        elif text.endswith("\n", 0, start):
+            start -= 1
+        spans[name] = (start, found[i][1])
+    return spans
+
+
 class DhcpdConf:
     """A parsed dhcpd.conf.  ``text`` is the file as read; edits return new text."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._newlines: list[int] | None = None
+        self._newlines: array.array[int] | None = None
         self.masked = _mask(text)
         _check_structure(text, self.masked)
         self.end_marker = self._find_end_marker()
@@ -243,7 +279,7 @@ class DhcpdConf:
     # -- facts ----------------------------------------------------------------------------------
     def line_of(self, offset: int) -> int:
         if self._newlines is None:
-            self._newlines = [m.start() for m in re.finditer("\n", self.text)]
+            self._newlines = array.array("q", (m.start() for m in re.finditer("\n", self.text)))
         return bisect.bisect_left(self._newlines, offset) + 1
 
     def _find_end_marker(self) -> int | None:
@@ -266,30 +302,23 @@ class DhcpdConf:
         return self.text[: self.end_marker]
 
     def _managed_spans(self) -> dict[str, tuple[int, int]]:
-        spans: dict[str, tuple[int, int]] = {}
-        for m in re.finditer(r"(?m)^" + re.escape(BEGIN_TAG) + r"(\S+)[ \t]*\r?$", self.text):
-            name = m.group(1)
-            end = re.compile(r"(?m)^" + re.escape(END_TAG + name) + r"[ \t]*(\r?\n|$)").search(
-                self.text, m.end())
-            if not end:
-                continue
-            # the block starts with the line break before its BEGIN tag (see reservation_block)
-            start = m.start()
-            if self.text.endswith("\r\n", 0, start):
-                start -= 2
-            elif self.text.endswith("\n", 0, start):
-                start -= 1
-            spans[name] = (start, end.end())
+        spans = self.__dict__.get("_spans")
+        if spans is None:
+            spans = self.__dict__["_spans"] = _managed_spans(self.text)
         return spans
 
     def _hosts(self) -> list[Host]:
         managed = self._managed_spans()
         masked = self.masked
         hosts = []
+        text = self.text
+        at, line = 0, 1  # line numbers counted as the scan moves forward (no table of lines)
         for m in _HOST_BLOCK.finditer(masked):
             start, end = m.start("host"), m.end()
             if not _at_statement_start(masked, start):
                 continue
+            line += text.count("\n", at, start)
+            at = start
             name = " ".join(_words(masked, m.start("name"), m.end("name")))
             body = m.group("body")
             if "\x0f" in body:
@@ -307,7 +336,7 @@ class DhcpdConf:
             span = managed.get(name)
             is_managed = bool(span and span[0] <= start and end <= span[1])
             protected = self.end_marker is not None and start < self.end_marker
-            hosts.append(Host(name, macs, ips, start, end, self.line_of(start), is_managed, protected))
+            hosts.append(Host(name, macs, ips, start, end, line, is_managed, protected))
         return hosts
 
     def _subnets(self) -> list[Subnet]:
@@ -568,7 +597,7 @@ def _gaps(a: int, b: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def validate_edit(old: DhcpdConf, new_text: str) -> None:
     """Checks a new dhcpd.conf before it replaces the old one: it parses, VMware's section is
-    byte-identical, and docker-machine's patterns read every labctl block."""
+    byte-identical, and docker-machine's patterns read every labctl block it adds or changes."""
     _check_structure(new_text, _mask(new_text))
     new_marker = new_text.find(END_MARKER)
     # the End line's own line break may come or go (a file ending right at the End line gains
@@ -577,9 +606,10 @@ def validate_edit(old: DhcpdConf, new_text: str) -> None:
     if old.end_marker is not None and (new_marker < 0 or not new_text.startswith(core)
                                        or new_text[len(core):len(core) + 1] not in ("", "\n", "\r")):
         raise MalformedFile("refusing to write: the DO-NOT-MODIFY section would change")
-    probe = DhcpdConf.__new__(DhcpdConf)
-    probe.text = new_text
-    for name, (a, b) in probe._managed_spans().items():
+    before = old.managed_blocks()
+    for name, (a, b) in _managed_spans(new_text).items():
+        if before.get(name) == new_text[a:b]:
+            continue  # the same bytes as in the file read (checked when they were written)
         block = DhcpdConf(new_text[a:b])
         h = block.host(name)
         if h is None or not h.mac or block.docker_machine_lookup(h.mac) != h.ip:
