@@ -183,13 +183,15 @@ def nic_of(vmx: Vmx, name: str) -> tuple[str, int]:
 
 
 # ---- pure plans -------------------------------------------------------------------------------
-def create_argv(name: str, ip: str, login: Login, engine_opts: list[str], port: int = 22) -> list[str]:
-    """``docker-machine create --driver generic …`` (after the binary)."""
+def create_argv(name: str, ip: str, login: Login, engine_opts: list[str], port: int = 22,
+                engine_flags: list[str] | None = None) -> list[str]:
+    """``docker-machine create --driver generic …`` (after the binary); ``engine_flags``:
+    --engine-env and the like (labctl.engineconf.create_flags)."""
     from labctl.machine import create_argv as dm_create
 
     return dm_create(name, GENERIC, engine_opts=engine_opts,
-                     extra=["--generic-ip-address", ip, "--generic-ssh-user", login.user,
-                            "--generic-ssh-key", str(login.key), "--generic-ssh-port", str(port)])
+                     extra=[*(engine_flags or []), "--generic-ip-address", ip, "--generic-ssh-user",
+                            login.user, "--generic-ssh-key", str(login.key), "--generic-ssh-port", str(port)])
 
 
 # ---- the look before anything changes (preflight) ---------------------------------------------------

@@ -137,6 +137,8 @@ class CreateMachine(Change):
     engine_opts: list[str] = field(default_factory=list)
     description: str = ""
     privileged: bool = False
+    # --engine-env / --engine-registry-mirror / --engine-insecure-registry (labctl.engineconf)
+    engine_flags: list[str] = field(default_factory=list)
 
     def commands(self) -> list[Command]:
         return [Command(self.argv)]
@@ -147,7 +149,7 @@ class CreateMachine(Change):
         dm = _dm(ctx)
         try:
             dm.create(self.name, self.driver, cpus=self.cpus, memory=self.memory, disk=self.disk,
-                      engine_opts=self.engine_opts)
+                      engine_opts=self.engine_opts, extra=self.engine_flags)
         except LabctlError:
             if dm.exists(self.name):
                 with contextlib.suppress(LabctlError):
@@ -397,6 +399,17 @@ class VmCaLater(Change):
 
     def apply(self, ctx: ExecContext) -> None:
         raise LabctlError(f"internal: {self.description} was planned without the VM's CA store")
+
+
+@dataclass
+class VmEngineLater(Change):
+    """The engine's settings for a VM a dry run cannot read yet (it does not run)."""
+
+    description: str
+    privileged: bool = False
+
+    def apply(self, ctx: ExecContext) -> None:
+        raise LabctlError(f"internal: {self.description} was planned without the VM's engine settings")
 
 
 # ---- a VM labctl adopts (labctl.adopt): vmrun and docker-machine's generic driver ---------------

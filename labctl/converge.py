@@ -129,7 +129,9 @@ class Lab:
         adopted = {m.name: (m.vmx, adopt.login_for(m)) for m in spec.machines if m.vmx is not None}
         world = observe(facts, spec.names, units=[unit_path(self.paths, n) for n in spec.names],
                         adopted=adopted, power=self.adopt_power, deep=deep,
-                        cas=[m.name for m in spec.machines if m.ca_certs])
+                        cas=[m.name for m in spec.machines if m.ca_certs],
+                        settings=[m.name for m in spec.machines
+                                  if m.engine_env or m.registry_mirrors or m.insecure_registries])
         for name in self.unlooked:  # the look would have powered it on
             if not world.machine(name).vm_running:
                 world = world.with_machine(name, vm_running=True)
@@ -157,14 +159,17 @@ class Lab:
 
         adopted = {}
         cas = []
+        settings = []
         for n in names:
             rec = facts.machine_record(n)
             if rec is not None and rec.extra.get("adopted") and rec.vmx:
                 adopted[n] = (Path(rec.vmx), None)
             if rec is not None and rec.extra.get("ca_certs"):
                 cas.append(n)
+            if rec is not None and rec.extra.get("engine_settings"):
+                settings.append(n)
         return observe(facts, names, units=[unit_path(self.paths, n) for n in names], vmx_scan=True,
-                       engine=False, adopted=adopted, cas=cas)
+                       engine=False, adopted=adopted, cas=cas, settings=settings)
 
     def plan_down(self, names: list[str], keep_vm: bool, facts: Facts | None = None) -> LabPlan:
         return plan_down(self.observe_down(facts or self.facts(), names), names, keep_vm)

@@ -383,6 +383,14 @@ class Facts:
 
         return vmcerts.parse_probe(self.dm().ssh(name, vmcerts.probe_script(), timeout=30).stdout)
 
+    @probe
+    def engine_probe(self, name: str) -> Any:
+        """What the VM starts its engine with: the boot2docker profile or the systemd drop-ins
+        (one ``docker-machine ssh``; labctl.engineconf's probe, parsed)."""
+        from labctl import engineconf
+
+        return engineconf.parse_probe(self.dm().ssh(name, engineconf.probe_script(), timeout=30).stdout)
+
     def guest_addresses(self, name: str) -> tuple[str, ...]:
         """IPv4 addresses the guest holds (from the VM probe)."""
         return tuple(str(a.ip) for addrs in self.vm_probe(name).addresses.values() for a in addrs)

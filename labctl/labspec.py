@@ -32,6 +32,12 @@
     # any machine (or [defaults]): CA certificates its engine must trust (PEM or DER), e.g. a
     # corporate root CA behind TLS inspection; relative paths: to lab.toml
     # ca_certs = ["corp-root.cer"]
+    # the engine's proxies (NO_PROXY gets the lab's subnets appended), registry mirrors and
+    # insecure registries (docker-machine's --engine-env, --engine-registry-mirror,
+    # --engine-insecure-registry; changed on an existing machine without re-creating it)
+    # engine_env = ["HTTP_PROXY=http://proxy.corp.example:3128", "HTTPS_PROXY=http://proxy.corp.example:3128"]
+    # registry_mirrors = ["https://mirror.corp.example"]
+    # insecure_registries = ["registry.lab.example:5000"]
 
 Everything is validated before anything runs; every problem is an :class:`InvalidInput`
 (exit 2) naming the file, the machine and the key.  :func:`allocate_engines` then gives each
@@ -73,9 +79,10 @@ DEFAULT_RANGES: tuple[IPv4Network, ...] = (
 BLOCK_PREFIX = 16  # the bip and the pool base are one /16 each
 
 MACHINE_KEYS = ("name", "driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ip", "bip", "pool",
-                "vmx", "ssh_user", "ssh_key", "engine_opts", "ca_certs")
+                "vmx", "ssh_user", "ssh_key", "engine_opts", "ca_certs", "engine_env", "registry_mirrors",
+                "insecure_registries")
 DEFAULT_KEYS = ("driver", "cpus", "memory", "disk", "nic", "vmnet", "subnet", "ssh_user", "ssh_key",
-                "engine_opts", "ca_certs")
+                "engine_opts", "ca_certs", "engine_env", "registry_mirrors", "insecure_registries")
 SIZE_KEYS = ("cpus", "memory", "disk")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # a dockerd flag for --engine-opt: name=value, nothing a shell or a unit file could misread
@@ -103,6 +110,17 @@ class MachineSpec:
     ssh_key: Path | None = None  # adopt: its private key (None: ~/.ssh/id_ed25519 or id_rsa)
     engine_opts: tuple[str, ...] = ()  # extra dockerd flags for a new machine (--engine-opt)
     ca_certs: tuple[Any, ...] = ()  # labctl.vmcerts.CaCert: CAs the engine must trust (--ca-cert)
+    # the engine's environment (proxies), registry mirrors, insecure registries (labctl.engineconf)
+    engine_env: tuple[str, ...] = ()  # KEY=VALUE, checked
+    registry_mirrors: tuple[str, ...] = ()
+    insecure_registries: tuple[str, ...] = ()
+
+    @property
+    def engine_settings(self) -> Any:
+        """labctl.engineconf.Settings of --engine-env / --registry-mirror / --insecure-registry."""
+        from labctl import engineconf
+
+        return engineconf.wanted(self.engine_env, self.registry_mirrors, self.insecure_registries)
 
     @property
     def adopting(self) -> bool:
@@ -261,6 +279,22 @@ def _engine_opts(ctx: _Ctx, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _strings(ctx: _Ctx, key: str, value: Any, check: Any, example: str) -> tuple[str, ...]:
+    """A list of values (flags or lab.toml), each checked by ``check`` (one line per problem)."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ctx.fail(key, f"expected a list such as {example}, got {value!r}")
+    out = []
+    for v in value:
+        try:
+            checked = check(v)
+        except InvalidInput as exc:
+            raise ctx.fail(key, exc.message, exc.remedy) from None
+        out.append("=".join(checked) if isinstance(checked, tuple) else checked)
+    return tuple(dict.fromkeys(out))
+
+
 def _ca_certs(ctx: _Ctx, value: Any, base: Path | None) -> tuple[Any, ...]:
     """The CA files (PEM or DER), read and checked now: a bad one stops before any change."""
     if value is None:
@@ -326,6 +360,8 @@ def _adopt(ctx: _Ctx, raw: dict[str, Any], base: Path | None) -> tuple[Path | No
 def machine_spec(raw: dict[str, Any], where: str, platform: str,
                  base: Path | None = None) -> MachineSpec:
     """One machine from a dict of raw values (flags or TOML), validated."""
+    from labctl import engineconf
+
     name = check_name(raw.get("name"), where)
     ctx = _Ctx(f"{where} ({name})" if where != "flags" else "flags")
     vmx, ssh_user, ssh_key = _adopt(ctx, raw, base)
@@ -361,6 +397,12 @@ def machine_spec(raw: dict[str, Any], where: str, platform: str,
         ssh_key=ssh_key,
         engine_opts=_engine_opts(ctx, raw.get("engine_opts")),
         ca_certs=_ca_certs(ctx, raw.get("ca_certs"), base),
+        engine_env=_strings(ctx, "engine_env", raw.get("engine_env"), engineconf.env_entry,
+                            '["HTTPS_PROXY=http://proxy.example:3128"]'),
+        registry_mirrors=_strings(ctx, "registry_mirrors", raw.get("registry_mirrors"), engineconf.mirror,
+                                  '["https://mirror.example"]'),
+        insecure_registries=_strings(ctx, "insecure_registries", raw.get("insecure_registries"),
+                                     engineconf.insecure_registry, '["registry.lab.example:5000"]'),
     )
 
 
@@ -391,14 +433,19 @@ def from_flags(platform: str, name: str | None = None, *, driver: str | None = N
                nic: str | None = None, vmnet: str | None = None, subnet: str | None = None,
                ip: str | None = None, vmx: str | None = None, ssh_user: str | None = None,
                ssh_key: str | None = None, engine_opts: Sequence[str] | None = None,
-               ca_certs: Sequence[str] | None = None) -> LabSpec:
+               ca_certs: Sequence[str] | None = None, engine_env: Sequence[str] | None = None,
+               registry_mirrors: Sequence[str] | None = None,
+               insecure_registries: Sequence[str] | None = None) -> LabSpec:
     """The single machine of ``labctl up [NAME] --driver … --cpus …`` (None = default)."""
     raw: dict[str, Any] = {"name": name or DEFAULT_NAME}
     for key, value in (("driver", driver), ("cpus", cpus), ("memory", memory), ("disk", disk),
                        ("nic", nic), ("vmnet", vmnet), ("subnet", subnet), ("ip", ip),
                        ("vmx", vmx), ("ssh_user", ssh_user), ("ssh_key", ssh_key),
                        ("engine_opts", list(engine_opts) if engine_opts else None),
-                       ("ca_certs", list(ca_certs) if ca_certs else None)):
+                       ("ca_certs", list(ca_certs) if ca_certs else None),
+                       ("engine_env", list(engine_env) if engine_env else None),
+                       ("registry_mirrors", list(registry_mirrors) if registry_mirrors else None),
+                       ("insecure_registries", list(insecure_registries) if insecure_registries else None)):
         if value is not None:
             raw[key] = value
     return LabSpec(machines=(machine_spec(raw, "flags", platform),))

@@ -186,13 +186,16 @@ def phase_machine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple
     nets = it.nets
     assert nets is not None
     opts = [*nets.engine_opts(), *m.engine_opts]
+    settings, flags, extra = _create_settings(w, m, it, "boot2docker")
     argv = [w.dm_binary, *create_argv(m.name, m.driver, cpus=m.cpus, memory=m.memory, disk=m.disk,
-                                      engine_opts=opts)]
+                                      engine_opts=opts, extra=flags)]
     phase.add(ch.CreateMachine(m.name, m.driver, argv, m.cpus, m.memory, m.disk, opts,
                                description=f"create the docker-machine {m.name} ({m.driver}, engine "
-                                           f"{nets.bip}, pool {nets.pool})"))
-    values = {"created_by_labctl": True, "driver": m.driver,
-              "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
+                                           f"{nets.bip}, pool {nets.pool}{extra})", engine_flags=flags))
+    values: dict[str, Any] = {"created_by_labctl": True, "driver": m.driver,
+                              "engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
+    if settings is not None:
+        values["engine_settings"] = _owned_new(settings).as_dict()
     changes, w = _record(w, m.name, values)
     phase.changes += changes
     address = Later(f"{m.name}'s address on vmnet8")
@@ -201,8 +204,182 @@ def phase_machine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple
         machine_dir=f"{w.store}/machines/{m.name}",
         vmx_path=mv.vmx_path or f"{w.store}/machines/{m.name}/{m.name}.vmx",
         vmx=Later(f"the .vmx docker-machine create writes for {m.name}"), guest=(address,),
-        cert_ips=(address,), networks=(Net("bridge", (nets.bip.network,)),), engine_error="")
+        cert_ips=(address,), networks=(Net("bridge", (nets.bip.network,)),), engine_error="",
+        **_created_engine(settings, "boot2docker"))
     return phase, replace(w, engines={**w.engines, m.name: tuple(opts)})
+
+
+# ---- the engine's proxies, mirrors, insecure registries (labctl.engineconf) -------------------------
+def _owned_new(settings: Any) -> Any:
+    """What labctl owns of the settings a machine it creates gets: all of them."""
+    from labctl import engineconf as ec
+
+    return ec.owned(ec.Settings(), settings)
+
+
+def _created_engine(settings: Any, init: str) -> dict[str, Any]:
+    """The projection of a new machine's engine settings (docker-machine writes them)."""
+    from labctl import engineconf as ec
+
+    s = settings if settings is not None else ec.Settings()
+    return {"engine_conf": ec.projected(s, init),
+            "config_json": ec.config_with(b'{"HostOptions": {"EngineOptions": {}}}', s)}
+
+
+def _create_settings(w: World, m: MachineSpec, it: Intent, init: str) -> tuple[Any, list[str], str]:
+    """(settings, docker-machine create flags, words for the description) of a new machine."""
+    from labctl import engineconf as ec
+
+    want = m.engine_settings
+    if want.empty:
+        return None, [], ""
+    settings, appended = ec.target(ec.Settings(), want, _lab_entries(w, m, it, _planned_ip(w, m, it)))
+    extra = f", {ec.describe(settings)}"
+    return settings, ec.create_flags(settings), extra
+
+
+def _planned_ip(w: World, m: MachineSpec, it: Intent) -> str | None:
+    """The fixed IP phase_reserve will give the machine (for NO_PROXY before it is reserved)."""
+    from labctl import nic
+
+    if it.ip is not None:
+        return it.ip
+    if m.ip is not None:
+        return str(m.ip)
+    rec = w.record(m.name)
+    if rec is not None and rec.ip:
+        return str(rec.ip)
+    vmnet = it.vmnet if it.vmnet is not None else (8 if m.nic == "existing" else None)
+    if vmnet is None or vmnet not in w.dhcpd or isinstance(w.dhcpd[vmnet], Later):
+        return None
+    try:
+        conf = w.dhcpd_conf(vmnet)
+        host = conf.host(m.name)
+        if host is not None and host.managed and host.ip:
+            return str(host.ip)
+        if m.nic == "dedicated":
+            return str(conf.plan_reserve(m.name, nic.mac_for(m.name), None)[1])
+        return str(conf.pick_free_ip())
+    except Exception:  # noqa: BLE001 - phase_reserve says what is wrong with the file
+        return None
+
+
+def _lab_entries(w: World, m: MachineSpec, it: Intent, ip: str | None) -> list[str]:
+    """What the engine's NO_PROXY must hold: the vmnet's subnet, the engine's bip and pool
+    subnets, the fixed IP."""
+    out: list[str] = []
+    vmnet = it.vmnet if it.vmnet is not None else (8 if m.nic == "existing" else None)
+    if ip is not None:
+        out.append(str(_subnet(w, vmnet, ip)))
+    elif m.subnet is not None:
+        out.append(str(m.subnet))
+    if it.nets is not None:
+        out += [str(n) for n in it.nets.networks]
+    if ip is not None:
+        out.append(str(ip))
+    return list(dict.fromkeys(out))
+
+
+def phase_engine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
+    """The engine's environment (proxies: NO_PROXY with the lab's subnets), registry mirrors
+    and insecure registries on an existing machine: a reconfiguration (docker-machine's record,
+    the VM's file, one engine restart), never a re-create."""
+    from labctl import engineconf as ec
+
+    phase = Phase(f"engine settings of {m.name}", key=f"engine:{m.name}")
+    want = m.engine_settings
+    if want.empty:
+        return phase, w
+    mv = w.machine(m.name)
+    rec = w.record(m.name)
+    had = ec.Owned.from_record(rec.extra.get("engine_settings") if rec is not None else None)
+    if mv.config_json is None or isinstance(mv.config_json, Later):
+        raise CommandFailed(f"cannot read docker-machine's config.json of {m.name}",
+                            f"docker-machine inspect {m.name} shows why; then labctl up again")
+    current = ec.Settings.of_config(mv.config_json)
+    start = ec.base(current, had)
+    assert it.ip is not None
+    settings, appended = ec.target(start, want, _lab_entries(w, m, it, it.ip))
+    owns = ec.owned(start, settings)
+    if appended and not current.same(settings):
+        phase.notes.append(f"{m.name}'s engine uses a proxy: labctl adds {', '.join(appended)} to its "
+                           "NO_PROXY and no_proxy, so lab traffic does not go to the proxy")
+    done = Later(f"{m.name}'s engine, reconfigured")
+    conf = mv.engine_conf
+    if conf == done:  # a dry run past this phase
+        return phase, w
+    if conf is None and (it.pending or not mv.running):
+        conf = Later(f"{m.name}'s engine settings")
+    vm: list[Change] = []
+    if isinstance(conf, Later):
+        if not current.same(settings):
+            vm.append(ch.VmEngineLater(f"set {ec.describe(settings)} for {m.name}'s engine in the VM and "
+                                   "restart the engine"))
+    else:
+        if conf is None or not conf.complete:
+            raise CommandFailed(f"{m.name} did not answer labctl's engine probe completely",
+                                f"check docker-machine ssh {m.name} works, then run labctl up again")
+        try:
+            edit = ec.plan_vm(m.name, conf, settings, f"set {ec.describe(settings)}")
+        except ec.Unsupported:
+            raise Conflict(f"{m.name} is a systemd host: its registry mirrors and insecure registries "
+                           "are flags docker-machine set when it provisioned the VM, and labctl does "
+                           "not change them there",
+                           f"labctl down {m.name} (the VM stays), then labctl up {m.name} with the new "
+                           "flags: provisioning sets them") from None
+        if edit is not None:
+            vm.append(ch.VmEngineRestart(m.name, edit.command, w.dm_binary, edit.description,
+                                         edit.vm_path, edit.vm_old, edit.vm_new))
+    changes: list[Change] = []
+    if had.union(owns) != had:  # recorded first: should a step fail, down knows all of it
+        changes, w = _record(w, m.name, {"engine_settings": had.union(owns).as_dict()})
+    new_json = ec.config_with(mv.config_json, settings)
+    if new_json != mv.config_json:
+        path = Path(mv.machine_dir or f"{w.store}/machines/{m.name}") / "config.json"
+        changes.append(ch.FileEdit(path, mv.config_json, new_json, privileged=False,
+                                   description=f"record {ec.describe(settings)} in docker-machine's "
+                                               f"config.json of {m.name} (HostOptions.EngineOptions)"))
+    changes += vm
+    more, w = _record(w, m.name, {"engine_settings": owns.as_dict()})
+    phase.changes = [*changes, *more] if (changes or more) else []
+    after = done if isinstance(conf, Later) else ec.projected(settings, conf.init) if vm else conf
+    return phase, w.with_machine(m.name, config_json=new_json, engine_conf=after)
+
+
+def down_engine(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
+    """What labctl set of the engine's environment, mirrors and registries leaves a machine
+    that stays (one labctl removes takes it along); what was there before comes back."""
+    from labctl import engineconf as ec
+
+    phase = Phase(f"restore {rec.name}'s engine settings", key=f"engine:{rec.name}")
+    had = ec.Owned.from_record(rec.extra.get("engine_settings"))
+    mv = w.machine(rec.name)
+    removing = not keep_vm and rec.created and not rec.extra.get("adopted")
+    if had.empty or not mv.exists or removing:
+        return phase, w
+    if not mv.running or mv.engine_conf is None or isinstance(mv.engine_conf, Later) \
+            or not mv.engine_conf.complete or not isinstance(mv.config_json, bytes):
+        what = "is stopped" if not mv.running else "did not answer"
+        phase.notes.append(f"{rec.name} {what}, so the engine settings labctl set stay; start it and run "
+                           f"labctl down {rec.name} again to remove them")
+        return phase, w
+    current = ec.Settings.of_config(mv.config_json)
+    start = ec.base(current, had)
+    new_json = ec.config_with(mv.config_json, start)
+    if new_json != mv.config_json:
+        what = f"restore the engine settings in docker-machine's config.json of {rec.name}"
+        phase.add(ch.FileEdit(Path(mv.machine_dir) / "config.json", mv.config_json, new_json,
+                              privileged=False, description=f"{what} ({ec.describe(start)})"))
+    try:
+        edit = ec.plan_vm(rec.name, mv.engine_conf, start, "remove labctl's engine settings")
+    except ec.Unsupported:
+        edit = None
+        phase.notes.append(f"{rec.name}'s registry mirrors and insecure registries stay in docker-machine's "
+                           "drop-in (set when it was provisioned)")
+    if edit is not None:
+        phase.add(ch.VmEngineRestart(rec.name, edit.command, w.dm_binary, edit.description, edit.vm_path,
+                                     edit.vm_old, edit.vm_new))
+    return phase, w
 
 
 def _vmx(mv: MachineView) -> Any:
@@ -651,16 +828,21 @@ def phase_adopt_machine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) ->
         return phase, w
     nets = it.nets
     opts = [*nets.engine_opts(), *m.engine_opts]
-    argv = adopt.create_argv(m.name, it.ip, mv.login, opts)
+    settings, flags, extra = _create_settings(w, m, it, "systemd")
+    argv = adopt.create_argv(m.name, it.ip, mv.login, opts, engine_flags=flags)
     phase.add(ch.GenericCreate(m.name, argv, w.dm_binary,
                                description=f"provision {path.name} as the docker-machine {m.name} (generic "
-                                           f"driver, {it.ip}, engine {nets.bip}, pool {nets.pool})"))
-    changes, w = _record(w, m.name, {"engine": {"bip": str(nets.bip), "pool": str(nets.pool)}})
+                                           f"driver, {it.ip}, engine {nets.bip}, pool {nets.pool}{extra})"))
+    values: dict[str, Any] = {"engine": {"bip": str(nets.bip), "pool": str(nets.pool)}}
+    if settings is not None:
+        values["engine_settings"] = _owned_new(settings).as_dict()
+    changes, w = _record(w, m.name, values)
     phase.changes += changes
     w = w.with_machine(m.name, exists=True, state="Running", driver=adopt.GENERIC, ip=it.ip,
                        engine_flags=tuple(opts), machine_dir=f"{w.store}/machines/{m.name}",
                        guest=(it.ip,), cert_ips=(it.ip,), networks=(Net("bridge", (nets.bip.network,)),),
-                       vm=Later(f"{m.name}'s firewall"), engine_error="")
+                       vm=Later(f"{m.name}'s firewall"), engine_error="",
+                       **_created_engine(settings, "systemd"))
     return phase, replace(w, engines={**w.engines, m.name: tuple(opts)})
 
 
@@ -736,11 +918,11 @@ def down_ca(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
 
 
 UP_PHASES: tuple[Step, ...] = (phase_vmnet, phase_machine, phase_nic, phase_reserve, phase_boot, phase_certs,
-                               phase_vmpath, phase_ca, phase_routes, phase_persist, phase_context,
-                               phase_record)
+                               phase_engine, phase_vmpath, phase_ca, phase_routes, phase_persist,
+                               phase_context, phase_record)
 ADOPT_PHASES: tuple[Step, ...] = (phase_vmnet, phase_adopt_record, phase_adopt_nic, phase_reserve,
-                                  phase_adopt_boot, phase_adopt_machine, phase_vmpath, phase_ca,
-                                  phase_routes, phase_persist, phase_context, phase_record)
+                                  phase_adopt_boot, phase_adopt_machine, phase_engine, phase_vmpath,
+                                  phase_ca, phase_routes, phase_persist, phase_context, phase_record)
 
 
 #: phases planned from facts that need no VM or engine to answer: a real run may plan them
@@ -775,7 +957,7 @@ def plan_down(world: World, names: list[str], keep_vm: bool = False) -> LabPlan:
         if rec is None:
             continue
         for step in (down_routes, down_persist, down_context, down_release, down_vmpath, down_ca,
-                     down_adopted, down_nic, down_machine, down_forget):
+                     down_engine, down_adopted, down_nic, down_machine, down_forget):
             phase, w = step(w, rec, keep_vm)
             phases.append(phase)
     for n in sorted(w.lab_vmnets()):

@@ -77,6 +77,10 @@ class MachineView:
     context: str | None = None  # the endpoint of the docker context named after it
     vm: Any = None  # labctl.vmpath.VmFacts | Later | None: the VM's firewall (None: not asked)
     certs: Any = None  # labctl.vmcerts.CertFacts | Later | None: labctl's CA files in the VM
+    # the engine's environment, mirrors and insecure registries (labctl.engineconf): what the
+    # VM starts it with (EngineFacts | Later | None) and docker-machine's config.json (bytes)
+    engine_conf: Any = None
+    config_json: Any = None
     # a VM labctl adopts (--adopt): its own .vmx, whether it runs (vmrun), whether SSH answers
     # on its fixed IP, and how it was powered before labctl's first up
     adopt_vmx: str = ""
@@ -211,7 +215,9 @@ class World:
                 engine_error=m.get("engine_error", ""), context=m.get("context"),
                 vm=_vm_facts(m.get("vm")), adopt_vmx=m.get("adopt_vmx", ""),
                 vm_running=m.get("vm_running"), ssh_ok=m.get("ssh_ok"),
-                power_before=m.get("power_before", ""), login=_login(m.get("login")))
+                power_before=m.get("power_before", ""), login=_login(m.get("login")),
+                engine_conf=_engine_facts(m.get("engine_conf")),
+                config_json=_config_json(m.get("engine_options"), name, data.get("store", "/store")))
             vm = machines[name].vm
             if machines[name].guest is None and vm is not None and not isinstance(vm, Later):
                 addrs = tuple(str(a.ip) for v in vm.addresses.values() for a in v)
@@ -242,6 +248,34 @@ def _login(data: Any) -> Any:
     from labctl.adopt import Login
 
     return Login(data["user"], Path(data["key"]))
+
+
+def _engine_facts(data: Any) -> Any:
+    """EngineFacts from test data: {"profile": "…"} (boot2docker) or {"os": "debian",
+    "machine_conf": "…", "dropin": "…"}, or {"later": "…"}."""
+    if data is None:
+        return None
+    if "later" in data:
+        return Later(data["later"])
+    from labctl.engineconf import EngineFacts
+
+    os_id = data.get("os", "boot2docker")
+    return EngineFacts(os_id=os_id, boot2docker=os_id == "boot2docker", profile=data.get("profile"),
+                       machine_conf=data.get("machine_conf"), dropin=data.get("dropin"), complete=True)
+
+
+def _config_json(options: Any, name: str, store: str) -> bytes | None:
+    """A config.json as docker-machine writes it, with these EngineOptions (test data)."""
+    if options is None:
+        return None
+    import json
+
+    eo = {"ArbitraryFlags": [], "Dns": None, "GraphDir": "", "Env": [], "Ipv6": False, "InsecureRegistry": [],
+          "Labels": [], "LogLevel": "", "StorageDriver": "", "SelinuxEnabled": False, "TlsVerify": True,
+          "RegistryMirror": [], "InstallURL": "https://get.docker.com", **options}
+    doc = {"ConfigVersion": 3, "Driver": {"MachineName": name, "StorePath": store}, "DriverName": "vmware",
+           "HostOptions": {"Driver": "", "Memory": 0, "Disk": 0, "EngineOptions": eo}, "Name": name}
+    return json.dumps(doc, indent=4).encode()
 
 
 def _vm_facts(data: Any) -> Any:
@@ -294,7 +328,7 @@ def _try(fn: Callable[[], Any]) -> tuple[Any, str]:
 
 
 def observe_machine(facts: Any, name: str, *, engine: bool = True, deep: bool = True,
-                    cas: bool = False) -> MachineView:
+                    cas: bool = False, settings: bool = False) -> MachineView:
     """One machine through the facts layer (only what its state makes meaningful; without
     ``deep``, nothing that needs the VM or its engine to answer)."""
     path = str(facts.vmx_path(name))
@@ -318,12 +352,18 @@ def observe_machine(facts: Any, name: str, *, engine: bool = True, deep: bool = 
         if cas:
             certs, _ = _try(lambda: facts.ca_probe(name))
             view = replace(view, certs=certs)
+        if settings:
+            conf, _ = _try(lambda: facts.engine_probe(name))
+            view = replace(view, engine_conf=conf)
         if engine:
             found, engine_error = _try(lambda: _networks(facts, name))
             if found is None and not engine_error:
                 engine_error = f"{name}'s engine did not answer"
             nets, warnings = found or (None, ())
             view = replace(view, networks=nets, engine_error=engine_error, engine_warnings=warnings)
+    if settings:
+        raw, _ = _try(lambda: (Path(view.machine_dir) / "config.json").read_bytes())
+        view = replace(view, config_json=raw)
     certs, _ = _try(lambda: facts.cert_addresses(name))
     return replace(view, cert_ips=certs)
 
@@ -391,7 +431,7 @@ def observe(facts: Any, names: Iterable[str], *, units: Iterable[Path] = (),
             vmx_scan: bool = False, engine: bool = True,
             adopted: Mapping[str, tuple[Path, Any]] | None = None,
             power: Mapping[str, str] | None = None, deep: bool = True,
-            cas: Iterable[str] = ()) -> World:
+            cas: Iterable[str] = (), settings: Iterable[str] = ()) -> World:
     """A World of the machines ``names`` (and labctl's records), read through ``facts``.
     ``adopted``: the VMs labctl adopts, name -> (.vmx, SSH login); ``power``: how each was
     powered before labctl's first look (preflight); without ``deep``, nothing that needs a VM
@@ -417,7 +457,9 @@ def observe(facts: Any, names: Iterable[str], *, units: Iterable[Path] = (),
             dhcpd[n] = data
     table, _ = _try(lambda: facts.route_table())
     with_cas = set(cas)
-    machines = {n: observe_machine(facts, n, engine=engine, deep=deep, cas=n in with_cas) for n in names}
+    with_settings = set(settings)
+    machines = {n: observe_machine(facts, n, engine=engine, deep=deep, cas=n in with_cas,
+                                   settings=n in with_settings) for n in names}
     for name, (vmx, login) in (adopted or {}).items():
         machines[name] = observe_adopted(facts, machines[name], vmx, login, (power or {}).get(name, ""),
                                          deep=deep)

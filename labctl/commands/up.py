@@ -97,6 +97,16 @@ def up(
     ca_cert: list[str] = typer.Option(None, "--ca-cert", metavar="FILE",
                                       help="A CA certificate (PEM or DER) the engine must trust, e.g. "
                                            "your corporate root CA behind TLS inspection; repeatable."),
+    engine_env: list[str] = typer.Option(None, "--engine-env", metavar="KEY=VALUE",
+                                         help="An environment variable for the engine, e.g. "
+                                              "HTTPS_PROXY=http://proxy:3128 (NO_PROXY gets the lab's "
+                                              "subnets); repeatable."),
+    registry_mirror: list[str] = typer.Option(None, "--registry-mirror", metavar="URL",
+                                              help="A registry mirror for the engine "
+                                                   "(http(s)://host[:port]); repeatable."),
+    insecure_registry: list[str] = typer.Option(None, "--insecure-registry", metavar="HOST[:PORT]",
+                                                help="A registry the engine may reach without "
+                                                     "trusted TLS; repeatable."),
     persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
                                  "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
@@ -117,6 +127,8 @@ def up(
 
       labctl up --ca-cert ~/corp-root.cer
 
+      labctl up --engine-env HTTPS_PROXY=http://proxy.corp.example:3128
+
       labctl up --config lab.toml
 
       labctl up lab --adopt ~/vms/debian.vmwarevm/debian.vmx
@@ -129,7 +141,8 @@ def up(
         lab.confirm = lambda question: typer.confirm(question, default=True, err=True)
     if config is not None:
         if any(v is not None for v in (driver, cpus, memory, disk, vmnet, subnet, ip, nic, adopt,
-                                       ssh_user, ssh_key)) or engine_opt or ca_cert:
+                                       ssh_user, ssh_key)) or engine_opt or ca_cert or engine_env \
+                or registry_mirror or insecure_registry:
             from labctl.errors import InvalidInput
 
             raise InvalidInput("--config describes the machines; leave out the per-machine flags")
@@ -141,7 +154,9 @@ def up(
                                   disk=disk, nic=value(nic), vmnet=None if vmnet == "auto" else vmnet,
                                   subnet=subnet, ip=None if ip == "auto" else ip, vmx=adopt,
                                   ssh_user=ssh_user, ssh_key=ssh_key, engine_opts=engine_opt or None,
-                                  ca_certs=ca_cert or None)
+                                  ca_certs=ca_cert or None, engine_env=engine_env or None,
+                                  registry_mirrors=registry_mirror or None,
+                                  insecure_registries=insecure_registry or None)
     # read-only, before the lock: a refusal leaves no trace at all (a dry run does not power a
     # VM to adopt on for its look)
     lab.preflight(spec, power_on=not dry_run)
