@@ -1247,8 +1247,15 @@ def test_proxy_settings_must_leave_the_lab_out(world):
     assert desk["status"] == "warn" and eng["status"] == "warn", (desk, eng)
     assert "192.168.99.0/24, 172.17.0.0/16" in desk["detail"]
     assert "export NO_PROXY=localhost,.corp.example,192.168.99.0/24,172.17.0.0/16" in desk["fix"]
-    assert "NO_PROXY=localhost,192.168.99.0/24,172.17.0.0/16" in eng["fix"]
-    assert "/var/lib/boot2docker/profile" in eng["fix"]
+    fix = "labctl up lab --engine-env HTTPS_PROXY=http://proxy.corp.example:3128  "
+    assert eng["fix"].startswith(fix), eng
+    # the fix is a command labctl plans: a reconfiguration whose NO_PROXY covers what doctor asks
+    from labctl import engineconf
+
+    want = engineconf.wanted(["HTTPS_PROXY=http://proxy.corp.example:3128"])
+    there = engineconf.Settings.of_options(opts)
+    made, _ = engineconf.target(there, want, ["192.168.99.0/24", "172.17.0.0/16", "172.18.0.0/16"])
+    assert made.env_dict()["NO_PROXY"] == "localhost,192.168.99.0/24,172.17.0.0/16,172.18.0.0/16"
     # covered (a wider CIDR is enough): ok
     opts["Env"][1] = "NO_PROXY=localhost,192.168.0.0/16,172.16.0.0/12"
     cfg.write_text(json.dumps(data))

@@ -9,7 +9,8 @@ settings that would send lab traffic to the proxy.
   the engine's, from docker-machine's config.json: no engine call), NO_PROXY must cover the
   vmnet subnet and the container subnets labctl routes, else the docker CLI and the engine
   send lab traffic to the proxy.  boot2docker's ``/etc/init.d/docker`` reads the engine's from
-  ``/var/lib/boot2docker/profile``.
+  ``/var/lib/boot2docker/profile``; ``labctl up --engine-env`` (labctl.engineconf) writes both
+  and keeps config.json truthful, and is the engine's fix.
 """
 
 from __future__ import annotations
@@ -118,11 +119,13 @@ def engine_proxy(ctx: Context) -> Result:
     no_proxy = no_proxy_of(env)
     missing = uncovered(no_proxy, subnets)
     if missing:
-        value = _with(no_proxy, missing)
+        from labctl.validate import shell
+
+        flags = " ".join(f"--engine-env {shell(f'{k}={env[k]}')}" for k in PROXY_KEYS if env.get(k))
         return warn(f"the engine uses the proxy {proxy} but its NO_PROXY does not exclude "
                     f"{', '.join(map(str, missing))}: pulls from registries in the lab go to the proxy",
-                    f"docker-machine ssh {name} \"echo 'export NO_PROXY={value}' | sudo tee -a "
-                    f"/var/lib/boot2docker/profile && sudo /etc/init.d/docker restart\"")
+                    f"labctl up {shell(name)} {flags}  (labctl adds the lab's subnets and fixed IP to the "
+                    "engine's NO_PROXY and restarts it once; or engine_env in lab.toml)")
     return ok(f"the engine's NO_PROXY excludes {', '.join(map(str, subnets))}")
 
 

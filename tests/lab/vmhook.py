@@ -26,6 +26,10 @@ It finds the world (the desktop namespace, the run's prefix and scratch director
 * ``stop`` stops dockerd and the DHCP clients and deletes the namespace (its veths go with
   it); dockerd's data directory (``MACHINEDIR/disk``) stays, like a VM disk.
 * ``provision`` restarts dockerd with the (new) certificates; ``rm`` deletes everything.
+* dockerd starts as boot2docker's ``/etc/init.d/docker`` starts it: with the arguments in
+  ``EXTRA_ARGS`` of ``/var/lib/boot2docker/profile`` (the docker-machine stand-in writes it when
+  it provisions, as docker-machine does) and the variables it exports in its environment; each
+  start adds a line to ``RUN_DIR/engine-starts``.
 * ``ip`` prints ethernet0's IPv4 address (nothing when it has none).
 * ``ssh CMD`` runs ``sh -c CMD`` in the VM namespace, in a mount namespace of its own where
   ``/var/lib/boot2docker`` is the VM's persistent disk (``MACHINEDIR/persist``), ``/etc/os-release``
@@ -65,6 +69,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -261,7 +266,19 @@ class VM:
             self.vmx_path.write_bytes(vmx.dump())
         return out
 
+    @property
+    def profile(self) -> Path:
+        """boot2docker's /var/lib/boot2docker/profile (docker-machine writes it when it
+        provisions the VM; labctl edits it): what /etc/init.d/docker starts dockerd with."""
+        return self.persist / "profile"
+
     def engine_flags(self) -> list[str]:
+        """dockerd's extra arguments: EXTRA_ARGS of the VM's profile, as boot2docker's init
+        script passes them (word-split); without a profile, the flags in config.json."""
+        if self.profile.exists():
+            text = self.profile.read_text()
+            m = re.search(r"^EXTRA_ARGS='\n(.*?)^'$", text, re.S | re.M)
+            return m.group(1).split() if m else []
         try:
             cfg = json.loads((self.mdir / "config.json").read_text())
         except (OSError, ValueError):
@@ -427,9 +444,13 @@ class VM:
         (self.run_dir / "daemon.json").write_text("{}\n")
         self.prepare_rootfs(fresh=False)
         # its own mount namespace: the VM's /etc/ssl/certs (what it trusts for registries)
+        # the variables the profile exports reach dockerd's environment, as with boot2docker's
+        # /etc/init.d/docker (which sources the profile)
         argv = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--propagation",
-                "private", "sh", "-c", 'mount --bind "$1" /etc/ssl/certs && shift && exec "$@"', "sh",
-                str(self.rootfs / "ssl-certs"), "dockerd",
+                "private", "sh", "-c",
+                'mount --bind "$1" /etc/ssl/certs && p="$2" && shift 2 && '
+                'if [ -f "$p" ]; then . "$p"; fi && exec "$@"', "sh",
+                str(self.rootfs / "ssl-certs"), str(self.profile), "dockerd",
                 "--config-file", str(self.run_dir / "daemon.json"),
                 "--data-root", str(self.disk), "--exec-root", str(self.exec_root),
                 "--pidfile", str(self.pidfile),
@@ -439,6 +460,8 @@ class VM:
                 "--storage-driver", "vfs", "--userland-proxy=false", "--shutdown-timeout", "2",
                 "--cgroup-parent", f"/{self.cgroup}", "--exec-opt", "native.cgroupdriver=cgroupfs",
                 *[f for f in self.engine_flags() if not f.startswith("--allow-direct-routing")]]
+        with open(self.run_dir / "engine-starts", "a") as starts:  # tests count engine (re)starts
+            starts.write(f"{time.time():.3f}\n")
         log = open(self.run_dir / "dockerd.log", "ab")  # noqa: SIM115 (the daemon keeps it)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "TMPDIR": str(self.run_dir)})
