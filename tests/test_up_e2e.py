@@ -639,3 +639,95 @@ def test_corporate_ca_trusted_by_the_engine(world, tls_registry, tmp_path):
     assert vm_sh(world, name, "ls /var/lib/boot2docker/certs 2>/dev/null || true").strip() == ""
     assert "x509: certificate signed by unknown authority" in pull_error(world, name, ref)
     assert world.docker_machine("rm", "-y", "-f", name).returncode == 0
+
+
+# ---- proxies for the engine: a reconfiguration of an existing machine ----------------------------
+PROXY = "http://192.0.2.1:3128"  # TEST-NET-1: written into the engine's settings, never contacted
+
+
+def dockerd(world: LabWorld, name: str) -> tuple[dict[str, str], int]:
+    """The VM's dockerd process environment (/proc/PID/environ) and how often it was started."""
+    from pathlib import Path
+
+    from tests.lab import vmhook
+
+    vm = vmhook.VM(vmhook.load_world(str(world.root)), name, world.store / "machines" / name)
+    pid = vmhook.read_pid(vm.pidfile)
+    assert pid is not None and vmhook.alive(pid), "dockerd is not running"
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    starts = (vm.run_dir / "engine-starts").read_text().count("\n")
+    return dict(e.split("=", 1) for e in raw.split("\0") if "=" in e), starts
+
+
+def test_engine_proxy_on_an_existing_machine_is_a_reconfiguration(world):
+    """up --engine-env HTTP_PROXY=… on a machine that exists: no new machine; docker-machine's
+    config.json, boot2docker's profile and one engine restart; dockerd's own environment has
+    the proxy and a NO_PROXY with the vmnet, the engine's subnets and the fixed IP; again is a
+    no-op; docker-machine's own re-provisioning keeps it; down --keep-vm gives it all back."""
+    before = snapshot(world)
+    name = "px"
+    up = world.labctl("up", name, "--yes")
+    assert up.returncode == 0, up.stdout + up.stderr
+    env, starts = dockerd(world, name)
+    assert "HTTP_PROXY" not in env and "NO_PROXY" not in env
+    cfg_path = world.store / "machines" / name / "config.json"
+    cfg_before = cfg_path.read_bytes()
+    profile = vm_sh(world, name, "cat /var/lib/boot2docker/profile")
+    assert "EXTRA_ARGS='" in profile and "export " not in profile
+
+    # hostile input: one line, exit 2, nothing changed
+    for bad in (f"HTTP_PROXY={PROXY};reboot", "HTTP_PROXY=http://x:1$(id)", "NO_PROXY=a\nb"):
+        r = world.labctl("up", name, "--engine-env", bad, "--yes")
+        assert r.returncode == 2 and "engine env" in one_error_line(r), r.stderr
+    assert cfg_path.read_bytes() == cfg_before and dockerd(world, name)[1] == starts
+
+    # the dry run: a reconfiguration (ssh command and profile diff), not a new machine
+    dry = world.labctl("up", name, "--engine-env", f"HTTP_PROXY={PROXY}", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f'+export "HTTP_PROXY={PROXY}"' in dry.stdout and "+++ /var/lib/boot2docker/profile" in dry.stdout
+    assert f"docker-machine ssh {name} 'sudo sh -c" in dry.stdout
+    assert "/etc/init.d/docker restart" in dry.stdout
+    dry = world.labctl("up", name, "--engine-env", f"HTTP_PROXY={PROXY}", "--dry-run", "--json")
+    kinds = [k for k, _ in steps(dry, "up")]
+    assert "CreateMachine" not in kinds and "RemoveMachine" not in kinds, kinds
+    assert kinds.count("VmEngineRestart") == 1 and "FileEdit" in kinds, kinds
+    assert cfg_path.read_bytes() == cfg_before
+
+    r = world.labctl("up", name, "--engine-env", f"HTTP_PROXY={PROXY}", "--yes", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [k for k, _ in steps(r, "up")] == kinds  # the dry run showed what ran
+    env, after = dockerd(world, name)
+    assert after == starts + 1, "the engine restarts once"
+    rec = world.state()["machines"][name]
+    subnet = str(ipaddress.IPv4Network(f"{rec['ip']}/24", strict=False))
+    bip = str(ipaddress.IPv4Interface(rec["engine"]["bip"]).network)
+    lab = [subnet, bip, rec["engine"]["pool"], rec["ip"]]
+    assert env["HTTP_PROXY"] == PROXY
+    for key in ("NO_PROXY", "no_proxy"):
+        assert all(x in env[key].split(",") for x in lab), (key, env[key], lab)
+    eo = json.loads(cfg_path.read_text())["HostOptions"]["EngineOptions"]
+    assert f"HTTP_PROXY={PROXY}" in eo["Env"] and f"NO_PROXY={env['NO_PROXY']}" in eo["Env"]
+    assert doctor_check(world, name, "engine.proxy")["status"] == "ok"
+    # the routed path still works through the restart
+    _, ip = world.run_httpd(name)
+    ok, detail = world.reachable(ip)
+    assert ok, detail
+
+    # again: nothing to do, no restart
+    again = world.labctl("up", name, "--engine-env", f"HTTP_PROXY={PROXY}", "--yes")
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stdout + again.stderr
+    assert dockerd(world, name)[1] == after
+    # docker-machine writes the profile again from config.json when it re-provisions: the proxy stays
+    assert world.docker_machine("regenerate-certs", "-f", name).returncode == 0
+    env, _ = dockerd(world, name)
+    assert env["HTTP_PROXY"] == PROXY and all(x in env["NO_PROXY"].split(",") for x in lab)
+
+    # down --keep-vm: config.json and the profile as they were, the engine without the proxy
+    down = world.labctl("down", name, "--keep-vm")
+    assert down.returncode == 0, down.stdout + down.stderr
+    env, _ = dockerd(world, name)
+    assert "HTTP_PROXY" not in env and "NO_PROXY" not in env
+    assert json.loads(cfg_path.read_bytes()) == json.loads(cfg_before)
+    assert "export " not in vm_sh(world, name, "cat /var/lib/boot2docker/profile")
+    assert world.docker_machine("rm", "-y", "-f", name).returncode == 0
+    assert_clean(world, before)
