@@ -65,6 +65,7 @@ _NO_PROXY_ENTRY = re.compile(rf"^(?:\*|\.?(?:\*\.)?{_HOSTNAME}{_PORT}|{_IPV4}(?:
                              r"\[[0-9A-Fa-f:.]+\](?::\d{1,5})?|[0-9A-Fa-f:]+::?[0-9A-Fa-f:]*(?:/\d{1,3})?)$")
 _PLAIN = re.compile(r"^[A-Za-z0-9._:/,=@+-]{0,1024}$")
 MAX_VALUE = 2048
+_CREDENTIALS = re.compile(r"(://[A-Za-z0-9._~%-]+:)[A-Za-z0-9._~%-]*@")
 
 
 # ---- checking what users type --------------------------------------------------------------
@@ -318,7 +319,8 @@ def describe(s: Settings) -> str:
     parts = [f"{k}{' (and no_proxy)' if same and k == 'NO_PROXY' else ''}={v}" for k, v in env.items()
              if not (same and k == "no_proxy")]
     parts += [*(f"mirror {m}" for m in s.mirrors), *(f"insecure registry {i}" for i in s.insecure)]
-    return ", ".join(parts) or "no proxies, mirrors or insecure registries"
+    # a proxy password is not repeated in sentences (the exact commands still carry it)
+    return _CREDENTIALS.sub(r"\1***@", ", ".join(parts)) or "no proxies, mirrors or insecure registries"
 
 
 # ---- docker-machine's record (config.json) ---------------------------------------------------------
@@ -556,10 +558,9 @@ def plan_vm(name: str, facts: EngineFacts, s: Settings, what: str) -> VmEdit | N
     if list(mirrors) != list(s.mirrors) or list(insecure) != list(s.insecure):
         raise Unsupported(name)
     given = dict(e.split("=", 1) for e in env)
+    # labctl's drop-in sets what docker-machine's does not (or differently); a variable only
+    # docker-machine's sets is docker-machine's business and stays
     mine = [e for e in s.env if given.get(_key(e)) != e.split("=", 1)[1]]
-    dropped = [k for k in given if k not in s.env_dict()]
-    if dropped:  # a variable docker-machine's drop-in sets cannot be unset from another drop-in
-        mine += [f"{k}=" for k in dropped]
     new_dropin = dropin_text(name, mine)
     if new_dropin == facts.dropin:
         return None

@@ -235,6 +235,8 @@ def _create_settings(w: World, m: MachineSpec, it: Intent, init: str) -> tuple[A
         return None, [], ""
     settings, appended = ec.target(ec.Settings(), want, _lab_entries(w, m, it, _planned_ip(w, m, it)))
     extra = f", {ec.describe(settings)}"
+    if appended:
+        extra += f" (labctl added {', '.join(appended)} to NO_PROXY: lab traffic bypasses the proxy)"
     return settings, ec.create_flags(settings), extra
 
 

@@ -87,6 +87,12 @@ def test_hostile_insecure_registries_are_refused(bad):
         ec.insecure_registry(bad)
 
 
+def test_descriptions_do_not_repeat_a_proxy_password():
+    s = ec.wanted(["HTTPS_PROXY=http://me:s3cret@proxy:3128"])
+    assert ec.describe(s) == "HTTPS_PROXY=http://me:***@proxy:3128"
+    assert ec.create_flags(s) == ["--engine-env", "HTTPS_PROXY=http://me:s3cret@proxy:3128"]
+
+
 def test_good_mirrors_and_registries():
     assert ec.mirror("https://mirror.corp.example:5000/v2") == "https://mirror.corp.example:5000/v2"
     assert ec.insecure_registry("registry.lab.example:5000") == "registry.lab.example:5000"
@@ -236,3 +242,24 @@ def test_probe_output_gives_files_back_byte_for_byte():
             f"printf '\\n{ec.SEP} end\\n'")
     facts = ec.parse_probe(subprocess.run([sh, "-c", text], capture_output=True, text=True).stdout)
     assert facts.init == "boot2docker" and facts.profile == "A=1\n\n\n" and facts.dropin == "x"
+
+
+def test_planner_on_a_systemd_host_uses_labctls_drop_in_and_refuses_new_mirrors(tmp_path, monkeypatch):
+    from labctl import planner
+    from labctl.errors import Conflict
+    from tests import test_planner as tp
+
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
+    case = tp.load(tp.CASES / "up-existing-engine-settings-changed.json")
+    conf = MACHINE_CONF.replace("--registry-mirror https://m.example ", "")
+    case["world"]["machines"]["lab"]["engine_conf"] = {"os": "debian", "machine_conf": conf}
+    case["up"] = {"name": "lab", "engine_env": ["HTTPS_PROXY=http://192.0.2.1:3128"]}
+    plan = tp.run_case(case)
+    engine = next(p for p in plan.phases if p.key == "engine:lab")
+    restart = next(c for c in engine.changes if type(c).__name__ == "VmEngineRestart")
+    assert restart.vm_path == ec.DROPIN, engine.changes
+    assert 'Environment="HTTPS_PROXY=http://192.0.2.1:3128"' in restart.vm_new
+    assert planner.plan_up(plan.world, tp.spec_of(case)).changes == []
+    case["up"]["registry_mirrors"] = ["https://mirror.corp.example"]
+    with pytest.raises(Conflict, match="systemd host: its registry mirrors"):
+        tp.run_case(case)
