@@ -177,7 +177,12 @@ class Settings:
 
 
 def _of_config(data: bytes) -> Settings:
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        from labctl.errors import MalformedFile
+
+        raise MalformedFile(f"docker-machine's config.json is not valid JSON: {exc}") from None
     host = doc.get("HostOptions") if isinstance(doc, dict) else None
     return Settings.of_options(host.get("EngineOptions") if isinstance(host, dict) else None)
 
