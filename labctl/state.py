@@ -20,19 +20,28 @@ def state_path(paths: Paths) -> Path:
     return paths.state_dir / STATE_FILE
 
 
+# The last state text that passed shape_problem in this process: a command reads the file
+# several times, and checking 2,000 route records again each time made it quadratic-looking.
+_checked: str | None = None
+
+
 def load(paths: Paths) -> dict[str, Any]:
+    global _checked
     path = state_path(paths)
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        data = json.loads(text)
     except FileNotFoundError:
         return copy.deepcopy(EMPTY)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _damaged(paths, str(exc)) from exc
     except PermissionError:
         return copy.deepcopy(EMPTY)
-    problem = shape_problem(data)
-    if problem:
-        raise _damaged(paths, problem)
+    if text != _checked:
+        problem = shape_problem(data)
+        if problem:
+            raise _damaged(paths, problem)
+        _checked = text
     for key, value in EMPTY.items():
         data.setdefault(key, copy.deepcopy(value))
     return dict(data)

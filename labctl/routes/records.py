@@ -10,6 +10,7 @@ gateway).  So no route labctl adds is ever left without a record."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,18 @@ from labctl.routes.model import GATEWAY, IPv4Address, IPv4Network, Route
 
 if TYPE_CHECKING:
     from labctl.routes.tables import RouteOp
+
+
+# Records are read several times per command (a state file of 2,000 routes, each parsed anew,
+# was a good part of `route sync`); the parsed values are immutable, so parse each text once.
+@functools.lru_cache(maxsize=65536)
+def _network(text: str) -> IPv4Network:
+    return IPv4Network(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str) -> IPv4Address:
+    return IPv4Address(text)
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,11 @@ class Record:
             pending = data.get("pending")
             previous = data.get("previous")
             network = data.get("network")
-            return cls(IPv4Network(str(data["destination"])), IPv4Address(str(data["gateway"])),
+            return cls(_network(str(data["destination"])), _address(str(data["gateway"])),
                        str(data.get("machine") or ""), network if isinstance(network, str) else None,
                        str(data.get("created", "")),
                        pending if pending in ("add", "delete") else None,
-                       IPv4Address(str(previous)) if previous else None)
+                       _address(str(previous)) if previous else None)
         except (KeyError, ValueError, TypeError):
             return None
 
