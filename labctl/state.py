@@ -102,8 +102,18 @@ def shape_problem(data: Any) -> str | None:
     return None
 
 
+_ROUTES_SLOT = "\x00labctl-routes\x00"
+
+
 def dump(state: dict[str, Any]) -> bytes:
-    return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+    """The state as JSON (keys sorted, indented), each route record on one line: thousands of
+    records stay readable and are written at the JSON encoder's C speed."""
+    routes = state.get("routes")
+    if not isinstance(routes, list) or not routes:
+        return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+    text = json.dumps({**state, "routes": _ROUTES_SLOT}, indent=2, sort_keys=True)
+    lines = ",\n    ".join(json.dumps(r, sort_keys=True) for r in routes)
+    return (text.replace(json.dumps(_ROUTES_SLOT), "[\n    " + lines + "\n  ]", 1) + "\n").encode()
 
 
 def update_step(paths: Paths, description: str, mutate: Callable[[dict[str, Any]], None]):

@@ -148,3 +148,17 @@ def test_streamed_document_is_the_same_text(items):
     with contextlib.redirect_stdout(streamed):
         ui.stream_document("reservations", "reservations", iter(items))
     assert streamed.getvalue() == whole.getvalue()
+
+
+# ---- the state file ------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["machines", "vmnets", "units", "version", "routes"]),
+                       json_values, max_size=5),
+       st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), max_size=6))
+def test_state_file_with_one_line_records_reads_back_the_same(state, routes):
+    import json
+
+    from labctl.state import dump
+
+    state = {**state, "routes": routes}
+    assert json.loads(dump(state)) == state

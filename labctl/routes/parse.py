@@ -6,6 +6,7 @@ show route`` (read-only; it documents VMware's Windows layout)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -105,11 +106,20 @@ _SPECIAL_TYPES = {"local", "broadcast", "multicast", "unreachable", "blackhole",
                   "nat", "anycast"}
 
 
+@functools.lru_cache(maxsize=65536)  # the table is read before and after a batch: parse once
 def _linux_dest(value: str) -> IPv4Network | None:
     if value == "default":
         return IPv4Network("0.0.0.0/0")
     try:
         return IPv4Network(value, strict=False)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _gateway(value: str) -> IPv4Address | None:
+    try:
+        return IPv4Address(value)
     except ValueError:
         return None
 
@@ -129,12 +139,7 @@ def parse_ip_json(text: str) -> list[Route]:
         dest = _linux_dest(str(item.get("dst", "")))
         if dest is None:
             continue
-        gw = None
-        if item.get("gateway"):
-            try:
-                gw = IPv4Address(item["gateway"])
-            except ValueError:
-                gw = None
+        gw = _gateway(str(item["gateway"])) if item.get("gateway") else None
         rtype = item.get("type", "unicast")
         kind = SPECIAL if rtype in _SPECIAL_TYPES else GATEWAY if gw else LINK
         metric = item.get("metric")

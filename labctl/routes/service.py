@@ -134,8 +134,8 @@ def sync_plan(paths: Paths, machine: str | None, via: str | None, docker_host: s
     from labctl.routes.planner import plan_add, plan_sync
     from labctl.routes.tables import read_table
 
-    records = records_for(paths, None)
-    mine = records_for(paths, machine)
+    records = rec.load(paths)
+    mine = rec.for_machine(records, machine)
     if offline:
         wanted = [Wanted(r.destination, r.gateway, r.network) for r in mine]
         table = read_table(paths)
@@ -146,7 +146,7 @@ def sync_plan(paths: Paths, machine: str | None, via: str | None, docker_host: s
     gateway = resolve_via(paths, machine, via, docker_host)
     facts = facts or engine_facts(paths, machine, docker_host)
     wanted = wanted_from_networks(facts.networks, gateway)
-    mine = records_for(paths, machine or "")  # never another machine's routes
+    mine = rec.for_machine(records, machine or "")  # never another machine's routes
     plan = plan_sync(paths, wanted, read_table(paths), mine, machine or "")
     plan.warnings.extend(facts.warnings.values())
     return plan
