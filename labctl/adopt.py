@@ -37,10 +37,10 @@ from labctl.errors import CommandFailed, CommandTimeout, Conflict, LabctlError, 
 from labctl.plan import Command
 
 if TYPE_CHECKING:
+    from labctl.hypervisor.vmware.vmx import Vmx
     from labctl.labspec import MachineSpec
     from labctl.paths import Paths
     from labctl.runner import Runner
-    from labctl.vmware.vmx import Vmx
 
 GENERIC = "generic"
 SSH_TIMEOUT = float(os.environ.get("LABCTL_SSH_TIMEOUT", "120"))
@@ -54,7 +54,7 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHos
 
 # ---- facts (read-only) ------------------------------------------------------------------------
 def read_vmx(path: Path) -> tuple[bytes, Vmx]:
-    from labctl.vmware.vmx import Vmx
+    from labctl.hypervisor.vmware.vmx import Vmx
 
     try:
         data = Path(path).read_bytes()
@@ -203,7 +203,7 @@ def preflight(paths: Paths, runner: Runner, m: MachineSpec, recorded: Mapping[st
     for the look is powered on for it (``power_on``; else the look is left out) and shut down
     again if labctl refuses.  Returns how the VM was powered before ("running"/"stopped") and
     whether the look was made."""
-    from labctl.vmware import vmrun
+    from labctl.hypervisor.vmware import vmrun
 
     assert m.vmx is not None
     _, vmx = read_vmx(m.vmx)
@@ -244,7 +244,7 @@ def _vmrun(paths: Paths, runner: Runner, cmd: Command, what: str) -> None:
 
 def _look(paths: Paths, runner: Runner, m: MachineSpec, login: Login, rec: Mapping[str, Any],
           timeout: float) -> None:
-    from labctl.vmware import vmrun
+    from labctl.hypervisor.vmware import vmrun
 
     assert m.vmx is not None
     fixed = rec.get("ip") if rec.get("adopted") else None

@@ -114,7 +114,7 @@ class RestartNetworking(Change):
         return self.cmds
 
     def apply(self, ctx: ExecContext) -> None:
-        from labctl.vmware.lab import lease_backup_step
+        from labctl.hypervisor.vmware.lab import lease_backup_step
 
         for n in self.vmnets:
             lease_backup_step(self.paths, n).apply(ctx)
@@ -432,12 +432,12 @@ class VmrunStop(Change):
     privileged: bool = False
 
     def commands(self) -> list[Command]:
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         return [vmrun.stop_command(self.paths, self.vmx)]
 
     def apply(self, ctx: ExecContext) -> None:
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         cmd = self.commands()[0]
         r = ctx.runner.run(cmd.argv, timeout=cmd.timeout, check=False)
@@ -463,14 +463,14 @@ class VmrunStart(Change):
     privileged: bool = False
 
     def commands(self) -> list[Command]:
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         start = vmrun.start_command(self.paths, self.vmx, gui=False)
         return [vmrun.stop_command(self.paths, self.vmx), start] if self.restart else [start]
 
     def apply(self, ctx: ExecContext) -> None:
         from labctl import adopt
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         if self.restart:
             VmrunStop(self.paths, self.vmx).apply(ctx)

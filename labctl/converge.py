@@ -88,8 +88,8 @@ class Lab:
         """Everything that can be checked before the first change (so a failure leaves nothing
         half-made): the host, docker-machine and its driver, VMware's network tool, names and
         subnets, and a VM to adopt (its look may power it on: ``power_on``)."""
-        from labctl.vmware import facts as vfacts
-        from labctl.vmware.preflight import refuse_unworkable
+        from labctl.hypervisor.vmware import facts as vfacts
+        from labctl.hypervisor.vmware.preflight import refuse_unworkable
 
         refuse_unworkable(self.paths, spec.machines)  # arm64 boot2docker, Apple's DHCP (exit 3)
         self.dm.require()  # PreconditionMissing when docker-machine is not installed
@@ -279,7 +279,7 @@ class Lab:
 
 def check_existing_vmnet(facts: Facts, m: MachineSpec, nf: Any) -> None:
     """--nic existing with --vmnet: only the NIC's own vmnet can carry its reservation."""
-    from labctl.vmware.vmx import reservation_vmnet
+    from labctl.hypervisor.vmware.vmx import reservation_vmnet
 
     if facts.machine_exists(m.name):
         n0 = facts.vmx_file(m.name).vmx.nic(0)

@@ -157,7 +157,7 @@ class VmxFile:
 
     @functools.cached_property
     def vmx(self) -> Any:
-        from labctl.vmware.vmx import Vmx
+        from labctl.hypervisor.vmware.vmx import Vmx
 
         return Vmx.parse(self.data)
 
@@ -250,20 +250,20 @@ class Facts:
     @probe
     def networking_file(self) -> tuple[bytes, Any]:
         """(bytes, NetworkingFile) of VMware's networking file."""
-        from labctl.vmware import facts as vfacts
+        from labctl.hypervisor.vmware import facts as vfacts
 
         return vfacts.read_networking(self.paths)
 
     @probe
     def dhcpd_file(self, vmnet: int) -> tuple[bytes, Any]:
         """(bytes, DhcpdConf) of a vmnet's dhcpd.conf."""
-        from labctl.vmware import facts as vfacts
+        from labctl.hypervisor.vmware import facts as vfacts
 
         return vfacts.read_dhcpd(self.paths, vmnet)
 
     @probe
     def host_networks(self) -> list[tuple[str, ipaddress.IPv4Network]]:
-        from labctl.vmware import facts as vfacts
+        from labctl.hypervisor.vmware import facts as vfacts
 
         return vfacts.host_networks()
 
@@ -314,7 +314,7 @@ class Facts:
     @probe
     def running_vmx(self) -> tuple[Path, ...]:
         """``vmrun list``: the .vmx of every running VM (none when vmrun is not there)."""
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         try:
             return tuple(Path(p) for p in vmrun.running_vms(self.paths, self.runner))
@@ -323,7 +323,7 @@ class Facts:
 
     def vm_running(self, vmx: Path) -> bool:
         """Whether the VM of ``vmx`` runs (``vmrun list``; names compared as people read them)."""
-        from labctl.vmware.vmrun import normalize
+        from labctl.hypervisor.vmware.vmrun import normalize
 
         want = normalize(str(vmx))
         return any(normalize(str(p)) == want for p in self.running_vmx())
@@ -436,7 +436,7 @@ class Facts:
             nic = self.vmx_file(name).vmx.nic(0)
         except LabctlError:
             return None
-        from labctl.vmware.vmx import nic_vmnet
+        from labctl.hypervisor.vmware.vmx import nic_vmnet
 
         return nic_vmnet(nic) if nic is not None else None
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import InvalidInput, MalformedFile, PreconditionMissing
+from labctl.hypervisor.vmware.vmx import Vmx
 from labctl.paths import Paths
-from labctl.vmware.vmx import Vmx
 
 FORMATS = ("text", "markdown", "json")
 PHOTON_VERSIONS = (1, 2, 3, 4, 5)
@@ -245,7 +245,7 @@ def _info(path: Path, source: str, paths: Paths, vmx: Vmx | None = None) -> VmIn
 def resolve_vm(arg: str, paths: Paths, runner: Any = None) -> VmInfo:
     """A VM given as a .vmx path (or .vmwarevm bundle), a docker-machine name, or a name that
     ``vmrun list`` shows (the .vmx file name without .vmx, or its displayName)."""
-    from labctl.vmware import vmrun
+    from labctl.hypervisor.vmware import vmrun
 
     arg = arg.strip()
     if not arg or "\0" in arg:
@@ -452,8 +452,8 @@ def console_guide(paths: Paths, vm: VmInfo) -> Guide:
 
 def open_console_plan(paths: Paths, vm: VmInfo, running: list[str] | None = None) -> Any:
     """A Plan with one Run: ``vmrun start VMX gui``."""
+    from labctl.hypervisor.vmware import vmrun
     from labctl.plan import Plan, Run
-    from labctl.vmware import vmrun
 
     plan = Plan(title=f"open the console of {vm.name}")
     plan.add(Run([vmrun.start_command(paths, vm.vmx_path)],

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from labctl.hypervisor.vmware.networking import Vmnet
     from labctl.paths import Paths
-    from labctl.vmware.networking import Vmnet
 
 FUSION_APP = "/Applications/VMware Fusion.app"
 WORKSTATION_CONFIG = "/etc/vmware/config"
@@ -69,7 +69,7 @@ def vmware_version(paths: Paths) -> str | None:
             return None
         v = data.get("CFBundleShortVersionString") if isinstance(data, dict) else None
         return str(v) if v else None
-    from labctl.vmware.vmx import Vmx
+    from labctl.hypervisor.vmware.vmx import Vmx
 
     try:
         conf = Vmx.parse(paths.host(WORKSTATION_CONFIG).read_bytes())

@@ -146,7 +146,7 @@ def lab_vmnet(world: World, m: MachineSpec) -> int | None:
 
 
 def phase_vmnet(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
-    from labctl.vmware import lab as vlab
+    from labctl.hypervisor.vmware import lab as vlab
 
     phase = Phase("vmnet", key=f"vmnet:{m.name}")
     if m.nic != "dedicated":
@@ -396,7 +396,7 @@ def _vmx(mv: MachineView) -> Any:
 def phase_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
     from pathlib import Path
 
-    from labctl import nic
+    from labctl.hypervisor.vmware import nic
 
     mv = w.machine(m.name)
     phase = Phase(f"{m.nic} NIC for {m.name}", key=f"nic:{m.name}")
@@ -433,7 +433,7 @@ def phase_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Pha
         it.mac, it.vmnet = Later(f"{m.name}'s ethernet0 MAC"), 8
         booted = Later(f"{m.name}'s .vmx after its first boot")
         return phase, w.with_machine(m.name, state="Running", vmx=booted)
-    from labctl.vmware.vmx import reservation_vmnet
+    from labctl.hypervisor.vmware.vmx import reservation_vmnet
 
     it.mac, it.vmnet = n0.address, reservation_vmnet(n0, w.networking_file(), m.vmnet, m.name)
     return phase, w
@@ -442,7 +442,7 @@ def phase_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Pha
 def _vmx_user(w: World, path: str, data: Any) -> World:
     if path not in w.vmx_users or isinstance(data, Later):
         return w
-    from labctl.vmware.vmx import nic_vmnet
+    from labctl.hypervisor.vmware.vmx import nic_vmnet
 
     nets = {nic_vmnet(n) for n in parse_vmx(data).nics() if n.present}
     return replace(w, vmx_users={**w.vmx_users, path: tuple(sorted(n for n in nets if n is not None))})
@@ -451,7 +451,7 @@ def _vmx_user(w: World, path: str, data: Any) -> World:
 def _restart(w: World, vmnets: set[int], title: str, key: str) -> tuple[list[Change], World]:
     """One networking restart for ``vmnets`` (their pending marks cleared), projected: the host
     adapter of each vmnet is up afterwards."""
-    from labctl.vmware import tools
+    from labctl.hypervisor.vmware import tools
 
     ordered = tuple(sorted(vmnets))
     changes: list[Change] = [ch.RestartNetworking(w.paths, ordered, tools.restart_commands(w.paths))]
@@ -477,8 +477,8 @@ def _restart(w: World, vmnets: set[int], title: str, key: str) -> tuple[list[Cha
 
 
 def phase_reserve(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
-    from labctl.vmware import lab as vlab
-    from labctl.vmware.text import encode
+    from labctl.hypervisor.vmware import lab as vlab
+    from labctl.text import encode
 
     assert it.vmnet is not None
     vmnet = it.vmnet
@@ -767,8 +767,8 @@ def phase_adopt_record(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> 
 def phase_adopt_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
     """dedicated: labctl's ethernet1 in the user's .vmx, written while the VM is shut down;
     existing: ethernet0's MAC on the vmnet it is really on."""
-    from labctl import nic
-    from labctl.vmware.vmx import reservation_vmnet
+    from labctl.hypervisor.vmware import nic
+    from labctl.hypervisor.vmware.vmx import reservation_vmnet
 
     mv = w.machine(m.name)
     path = Path(mv.adopt_vmx)
@@ -1020,8 +1020,8 @@ def down_context(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
 
 
 def down_release(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
-    from labctl.vmware import lab as vlab
-    from labctl.vmware.text import encode
+    from labctl.hypervisor.vmware import lab as vlab
+    from labctl.text import encode
 
     phase = Phase(f"release {rec.name} on vmnet{rec.vmnet}", key=f"release:{rec.name}")
     if rec.vmnet is None:
@@ -1054,7 +1054,7 @@ def down_nic(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
     added; it is stopped for the edit and started again if it ran."""
     from pathlib import Path
 
-    from labctl import nic
+    from labctl.hypervisor.vmware import nic
 
     mv = w.machine(rec.name)
     phase = Phase(f"remove {rec.name}'s dedicated NIC", key=f"nic:{rec.name}")
@@ -1102,7 +1102,7 @@ def down_adopted(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
     """A VM labctl adopted: docker-machine's record goes (the generic driver's ``rm`` never
     touches the VM), labctl's NIC leaves the .vmx, and the VM is powered as before ``up``.
     The VM itself stays."""
-    from labctl import nic
+    from labctl.hypervisor.vmware import nic
 
     mv = w.machine(rec.name)
     path = Path(mv.adopt_vmx or rec.vmx or "")
@@ -1168,8 +1168,8 @@ def vmnet_users(w: World, n: int) -> list[str]:
 def down_vmnet(w: World, n: int) -> tuple[Phase, World]:
     """A vmnet goes only if labctl created it, no lab machine and no .vmx labctl can find uses
     it, and its dhcpd.conf holds no reservation but VMware's own."""
-    from labctl.vmware import tools
-    from labctl.vmware.networking import NetworkingFile
+    from labctl.hypervisor.vmware import tools
+    from labctl.hypervisor.vmware.networking import NetworkingFile
 
     phase = Phase(f"remove vmnet{n}", key=f"vmnet:{n}")
     info = w.lab_vmnets().get(n) or {}

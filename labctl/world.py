@@ -298,21 +298,21 @@ def _vm_facts(data: Any) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def parse_networking(data: bytes) -> Any:
-    from labctl.vmware.networking import NetworkingFile
+    from labctl.hypervisor.vmware.networking import NetworkingFile
 
     return NetworkingFile.parse(data)
 
 
 @functools.lru_cache(maxsize=32)
 def parse_dhcpd(data: bytes) -> Any:
-    from labctl.vmware.dhcpd import DhcpdConf
+    from labctl.hypervisor.vmware.dhcpd import DhcpdConf
 
     return DhcpdConf.parse(data)
 
 
 @functools.lru_cache(maxsize=32)
 def parse_vmx(data: bytes) -> Any:
-    from labctl.vmware.vmx import Vmx
+    from labctl.hypervisor.vmware.vmx import Vmx
 
     return Vmx.parse(data)
 
@@ -495,7 +495,7 @@ def _docker_cli(facts: Any) -> bool:
 def vmx_users(facts: Any) -> dict[str, tuple[int, ...]]:
     """Every .vmx labctl can find (docker-machine's store, ``vmrun list``, the user's VM
     folders and VMware's VM inventory) and the vmnets its NICs are on."""
-    from labctl.vmware.vmx import nic_vmnet
+    from labctl.hypervisor.vmware.vmx import nic_vmnet
 
     out: dict[str, tuple[int, ...]] = {}
     for path in facts.vmx_files():

@@ -9,7 +9,7 @@ import pytest
 
 from labctl import adopt, labspec
 from labctl.errors import Conflict, InvalidInput, PreconditionMissing
-from labctl.vmware.vmx import Vmx
+from labctl.hypervisor.vmware.vmx import Vmx
 
 
 def test_adopt_from_flags(tmp_path, monkeypatch):

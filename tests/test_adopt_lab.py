@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.vmware.vmx import Vmx
+from labctl.hypervisor.vmware.vmx import Vmx
 from tests.conftest import one_error
 from tests.lab.fullvm import require_fullvm
 from tests.lab.world import LabWorld, require_world

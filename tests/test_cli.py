@@ -109,8 +109,8 @@ def test_a_plan_as_json_matches_its_schema(fusion_root):
     """The plan document (labctl's Plan.as_dict) against the shipped schema: a real plan
     with a file edit and a command."""
     from labctl.documents import document as make
+    from labctl.hypervisor.vmware import lab
     from labctl.paths import Paths
-    from labctl.vmware import lab
 
     paths = Paths.detect()
     plan, _ = lab.plan_reserve(paths, lab.ReservationRequest("lab", "00:50:56:2a:bb:cc", None, 1))

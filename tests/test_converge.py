@@ -145,8 +145,8 @@ def test_existing_nic_with_another_vmnet_is_refused_not_ignored(tmp_path, monkey
     from labctl.converge import check_existing_vmnet
     from labctl.errors import InvalidInput
     from labctl.facts import Facts
+    from labctl.hypervisor.vmware.networking import NetworkingFile
     from labctl.labspec import from_flags
-    from labctl.vmware.networking import NetworkingFile
 
     with pytest.raises(InvalidInput, match="--vmnet vmnet3 does not match lab's ethernet0, which is nat"):
         _existing_nic(NIC + 'ethernet0.connectionType = "nat"\n', vmnet="vmnet3")

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.errors import LabctlError
-from labctl.vmware.dhcpd import DhcpdConf
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf
 from tests.conftest import document, one_error
 
 MAC = "00:50:56:2a:bb:cc"

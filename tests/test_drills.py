@@ -26,7 +26,7 @@ from dhcp_helpers import (
     need_dhcpd,
 )
 
-from labctl.vmware.dhcpd import DhcpdConf
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf
 
 POOL = {"lab": "00:50:56:2a:bb:cc", "web": "00:50:56:2a:bb:cd", "db": "00:0c:29:aa:bb:01"}
 SEED = int(os.environ.get("LABCTL_DRILL_SEED", "20261123"))
@@ -496,7 +496,7 @@ def test_crlf_files_keep_their_line_endings(fusion):
 
 
 def test_crlf_vmx_gets_crlf_lines():
-    from labctl.vmware.vmx import Vmx
+    from labctl.hypervisor.vmware.vmx import Vmx
 
     vmx = Vmx.parse(b'.encoding = "UTF-8"\r\nethernet0.present = "TRUE"\r\n')
     vmx.set("ethernet0.connectionType", "nat")
@@ -536,8 +536,8 @@ def test_an_unreadable_dhcpd_conf_is_a_missing_precondition(tmp_path):
     import tempfile
 
     from labctl.errors import EXIT_PRECONDITION
+    from labctl.hypervisor.vmware import facts
     from labctl.paths import Paths
-    from labctl.vmware import facts
 
     public = Path(tempfile.mkdtemp(prefix="labctl-test-"))
     try:

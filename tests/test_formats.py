@@ -13,10 +13,10 @@ from conftest import fixture_files, fixtures_dir
 
 from labctl import fileops
 from labctl.errors import LabctlError, MalformedFile
-from labctl.vmware import leases
-from labctl.vmware.dhcpd import DhcpdConf
-from labctl.vmware.networking import NetworkingFile
-from labctl.vmware.vmx import Vmx
+from labctl.hypervisor.vmware import leases
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf
+from labctl.hypervisor.vmware.networking import NetworkingFile
+from labctl.hypervisor.vmware.vmx import Vmx
 
 DIRS = ("fusion", "workstation", "leases", "vmx")
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.errors import LabctlError, MalformedFile
-from labctl.vmware.dhcpd import NAME_RE, DhcpdConf, check_name, normalize_mac, validate_edit
+from labctl.hypervisor.vmware.dhcpd import NAME_RE, DhcpdConf, check_name, normalize_mac, validate_edit
 
 SAMPLES = [p.read_bytes() for p in fixture_files("fusion", "dhcpd.conf")]
 VMNET1 = next((p.read_bytes() for p in fixture_files("fusion", "vmnet1-dhcpd.conf")), b"")

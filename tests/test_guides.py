@@ -18,9 +18,9 @@ from conftest import REPO, fixture_files, fixtures_dir
 
 from labctl import guides
 from labctl.errors import CommandFailed, InvalidInput, MalformedFile, PreconditionMissing
+from labctl.hypervisor.vmware import vmrun
+from labctl.hypervisor.vmware.vmx import Vmx
 from labctl.paths import Paths
-from labctl.vmware import vmrun
-from labctl.vmware.vmx import Vmx
 from tests.conftest import document, one_error
 
 VMRUN_LIST = "fusion-vmrun-list"

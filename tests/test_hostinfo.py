@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from labctl import hostinfo
+from labctl.hypervisor.vmware.networking import NetworkingFile
 from labctl.paths import Paths
-from labctl.vmware.networking import NetworkingFile
 
 NETWORKING = b"""VERSION=1,0
 answer VNET_1_DHCP yes

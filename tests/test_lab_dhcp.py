@@ -104,8 +104,8 @@ def make_vmnet(root: Path, platform: str, layout: str) -> Vmnet:
     """Write a VMware layout under root.  layout 'template': vmnet2 on 192.168.99.0/24 with
     the dhcpd.conf labctl renders for vmnets it creates; 'fixture': vmnet1 exactly as the
     real Fusion sample (networking + vmnet1 dhcpd.conf from ../shared/fixtures/fusion)."""
+    from labctl.hypervisor.vmware.lab import render_dhcpd_conf
     from labctl.paths import Paths
-    from labctl.vmware.lab import render_dhcpd_conf
 
     paths = Paths(platform=platform, root=root)
     if layout == "fixture":
@@ -393,7 +393,7 @@ def test_standin_stop_then_status_says_not_running(tmp_path):
     assert r.returncode != 0
     assert "DHCP service on vmnet1 is not running" in r.stdout
     # labctl's own parser reads the stand-in's answer
-    from labctl.vmware.tools import parse_status
+    from labctl.hypervisor.vmware.tools import parse_status
 
     status = parse_status(r.stdout)
     assert status.vmnets[1].dhcp is False and not status.all_running
@@ -440,8 +440,8 @@ def test_fusion_configure_rewrites_the_protected_section(tmp_path, monkeypatch, 
         assert (v.conf.parent / "dhcpd.conf.bak").read_text() == edited
     monkeypatch.setenv("LABCTL_ROOT", str(v.root))
     monkeypatch.setenv("LABCTL_PLATFORM", "darwin")
+    from labctl.hypervisor.vmware.lab import read_dhcpd
     from labctl.paths import Paths
-    from labctl.vmware.lab import read_dhcpd
 
     _, conf = read_dhcpd(Paths.detect(), 2)
     assert conf.has_protected_section

@@ -1,4 +1,4 @@
-"""labctl.labspec: flags and lab.toml, validation, engine subnet allocation; labctl.nic."""
+"""labctl.labspec: flags and lab.toml, validation, engine subnet allocation; labctl.hypervisor.vmware.nic."""
 
 from __future__ import annotations
 
@@ -221,9 +221,9 @@ def test_allocation_never_overlaps(routes, count):
         assert not any(a.overlaps(b) for b in mine[i + 1:])
 
 
-# ---- labctl.nic: the dedicated NIC in a .vmx -----------------------------------------------------
-from labctl import nic  # noqa: E402
-from labctl.vmware.vmx import Vmx  # noqa: E402
+# ---- labctl.hypervisor.vmware.nic: the dedicated NIC in a .vmx ---------------------------------------
+from labctl.hypervisor.vmware import nic  # noqa: E402
+from labctl.hypervisor.vmware.vmx import Vmx  # noqa: E402
 
 
 def vmx_sample(part: str) -> bytes:

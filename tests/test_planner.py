@@ -71,8 +71,8 @@ def networking(vmnets: dict[str, Any]) -> str:
 def dhcpd(vmnet: int, spec: dict[str, Any]) -> str:
     """{"subnet": "…", "hosts": [[name, mac, ip], …], "foreign": [[name, mac, ip], …]}:
     VMware's file for the subnet, labctl's blocks, then blocks a user wrote."""
-    from labctl.vmware.dhcpd import DhcpdConf
-    from labctl.vmware.lab import render_dhcpd_conf
+    from labctl.hypervisor.vmware.dhcpd import DhcpdConf
+    from labctl.hypervisor.vmware.lab import render_dhcpd_conf
 
     text = render_dhcpd_conf(vmnet, ipaddress.IPv4Network(spec["subnet"])).decode()
     for name, mac, ip in spec.get("hosts", []):

@@ -148,9 +148,9 @@ def test_fusion_with_vmware_dhcp_is_not_refused(desk, fusion, macos):
 
 def test_linux_arm64_refuses_the_vmware_plugin(tmp_path):
     from labctl.errors import PreconditionMissing
+    from labctl.hypervisor.vmware.preflight import refuse_unworkable
     from labctl.labspec import from_flags
     from labctl.paths import Paths
-    from labctl.vmware.preflight import refuse_unworkable
 
     spec = from_flags("linux", "lab")
     with pytest.raises(PreconditionMissing) as exc:

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from labctl.vmware.dhcpd import DhcpdConf
-from labctl.vmware.networking import NetworkingFile
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf
+from labctl.hypervisor.vmware.networking import NetworkingFile
 from tests.conftest import REPO, document
 
 STANDINS = REPO / "tests" / "standins"
@@ -171,7 +171,7 @@ def test_vmnet_create_never_takes_a_bridged_vmnet(tmp_path, monkeypatch):
 
 
 def test_every_vmnet_the_file_names_is_in_use():
-    from labctl.vmware.lab import pick_vmnet_number
+    from labctl.hypervisor.vmware.lab import pick_vmnet_number
 
     nf = NetworkingFile.parse(b"VERSION=1,0\nanswer VNET_1_DHCP yes\nanswer VNL_DEFAULT_BRIDGE_VNET 3\n"
                               b"add_bridge_mapping en0 2\nadd_nat_portfwd 4 tcp 2200 10.0.0.5 22\n"

@@ -56,7 +56,7 @@ def show(vm: str | None, fmt: str, *, open_console: bool, dry_run: bool,
     running = None
     if not dry_run:
         from labctl.errors import LabctlError
-        from labctl.vmware import vmrun
+        from labctl.hypervisor.vmware import vmrun
 
         try:
             running = vmrun.running_vms(paths)

@@ -23,8 +23,8 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
     Example: labctl dhcp ls --vmnet vmnet2
     """
     from labctl import ui
+    from labctl.hypervisor.vmware import lab
     from labctl.paths import Paths, parse_vmnet
-    from labctl.vmware import lab
 
     paths = Paths.detect()
     numbers = [parse_vmnet(vmnet)] if vmnet else sorted(lab.dhcpd_files(paths))
@@ -60,9 +60,9 @@ def reserve(
     """
     from labctl import ui
     from labctl.commands.common import apply, changing
+    from labctl.hypervisor.vmware import lab
+    from labctl.hypervisor.vmware.dhcpd import check_name, normalize_mac, parse_ip
     from labctl.paths import Paths
-    from labctl.vmware import lab
-    from labctl.vmware.dhcpd import check_name, normalize_mac, parse_ip
 
     check_name(name)
     mac = normalize_mac(mac)
@@ -90,9 +90,9 @@ def release(
     Example: labctl dhcp release lab --vmnet vmnet2
     """
     from labctl.commands.common import apply, changing
+    from labctl.hypervisor.vmware import lab
+    from labctl.hypervisor.vmware.dhcpd import check_name
     from labctl.paths import Paths
-    from labctl.vmware import lab
-    from labctl.vmware.dhcpd import check_name
 
     check_name(name)
     paths = Paths.detect()

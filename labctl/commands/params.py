@@ -62,8 +62,8 @@ def complete_vmnet(incomplete: str) -> list[str]:
     """vmnetN from VMware's networking file, and 'auto'."""
     words = ["auto"]
     try:
+        from labctl.hypervisor.vmware.networking import NetworkingFile
         from labctl.paths import Paths
-        from labctl.vmware.networking import NetworkingFile
 
         net = NetworkingFile.parse(Paths.detect().networking.read_bytes())
         words += [f"vmnet{n}" for n in net.vmnets]

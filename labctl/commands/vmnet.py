@@ -21,8 +21,8 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     Example: labctl vmnet ls --json
     """
     from labctl import ui
+    from labctl.hypervisor.vmware import facts
     from labctl.paths import Paths
-    from labctl.vmware import facts
 
     rows = facts.vmnet_rows(Paths.detect())
     if json:
@@ -49,8 +49,8 @@ def create(
     """
     from labctl import ui
     from labctl.commands.common import apply, changing
+    from labctl.hypervisor.vmware import lab
     from labctl.paths import Paths
-    from labctl.vmware import lab
 
     lab.parse_subnet(subnet)
     paths = Paths.detect()

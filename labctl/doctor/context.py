@@ -134,8 +134,8 @@ class Context(Facts):
     # ---- what to examine --------------------------------------------------------------------------
     @probe
     def target(self) -> Target:
+        from labctl.hypervisor.vmware import lab
         from labctl.paths import parse_vmnet
-        from labctl.vmware import lab
 
         machines = self.recorded_machines()
         name = self.machine_arg
@@ -181,8 +181,8 @@ class Context(Facts):
 
     @probe
     def leases(self, path: Path) -> Any:
-        from labctl.vmware import leases
-        from labctl.vmware.text import read
+        from labctl.hypervisor.vmware import leases
+        from labctl.text import read
 
         return leases.parse(read(path, "DHCP leases file"))
 
@@ -203,7 +203,7 @@ class Context(Facts):
     @probe
     def network_status(self) -> Any:
         """``vmnet-cli --status`` / ``vmware-networks --status``, parsed."""
-        from labctl.vmware import tools
+        from labctl.hypervisor.vmware import tools
 
         cmd = tools.status_command(self.paths)
         answer = self.run(*cmd.argv)

@@ -9,7 +9,7 @@ from labctl.doctor.core import Result, check, fail, ok, warn
 
 FUSION_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
 def arm_alternative(name: str) -> str:
-    from labctl.vmware.preflight import adopt_hint
+    from labctl.hypervisor.vmware.preflight import adopt_hint
 
     return "boot2docker is x86-only; " + adopt_hint(name)
 
@@ -20,7 +20,7 @@ def _q(path: object) -> str:
 
 def network_restart_fix(ctx: Context) -> str:
     """The restart ``up`` runs (the network tool adapter's commands), to paste with sudo."""
-    from labctl.vmware import tools
+    from labctl.hypervisor.vmware import tools
 
     return " && ".join(("sudo " if c.sudo else "") + shlex.join(c.argv)
                        for c in tools.restart_commands(ctx.paths))

@@ -20,7 +20,7 @@ from labctl.validate import shell
 @check("lease.fixed_ip", "VM holds the reserved IP",
        requires=("reservation.mac", "reservation.ip", "vmnet.services"))
 def fixed_ip(ctx: Context) -> Result:
-    from labctl.vmware.leases import latest_for
+    from labctl.hypervisor.vmware.leases import latest_for
 
     rec = ctx.record()
     host = ctx.reservation()

@@ -9,8 +9,8 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import LabctlError
+from labctl.hypervisor.vmware.dhcpd import END_MARKER
 from labctl.validate import shell
-from labctl.vmware.dhcpd import END_MARKER
 
 
 def reserve_fix(ctx: Context, mac: str | None = None, ip: str | None = None) -> str:

@@ -460,7 +460,7 @@ def guest_of(vmx: Path) -> dict | None:
     .vmx that names a .vmdk is, in the lab, a small JSON file ``{"labctl-lab-guest":
     "fullvm", "hostname": …, "user": …, "authorized_keys": […], "os_release": …,
     "tools": true}`` (the VM's "installed OS").  None for any other VM."""
-    from labctl.vmware.vmx import Vmx
+    from labctl.hypervisor.vmware.vmx import Vmx
 
     try:
         conf = Vmx.parse(Path(vmx).read_bytes())

@@ -82,7 +82,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `tests` and `labctl` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from labctl.vmware.vmx import Vmx  # noqa: E402
+from labctl.hypervisor.vmware.vmx import Vmx  # noqa: E402
 
 DOCKERD_TIMEOUT = 90.0
 DHCP_TIMEOUT = 20

@@ -133,7 +133,7 @@ class LabWorld:
         self.close()
 
     def build(self) -> None:
-        from labctl.vmware.lab import render_dhcpd_conf
+        from labctl.hypervisor.vmware.lab import render_dhcpd_conf
 
         self.lab = lab = Lab()
         self.tmp = lab.tmp

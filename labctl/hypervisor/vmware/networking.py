@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from labctl.errors import MalformedFile
-from labctl.vmware.text import decode, encode
+from labctl.text import decode, encode
 
 _ANSWER = re.compile(r"^answer\s+VNET_(\d+)_([A-Z0-9_]+)(?:[ \t]+(.*?))?[ \t]*$")
 _BRIDGE = re.compile(r"^add_bridge_mapping[ \t]+(\S+)[ \t]+(\d+)[ \t]*$")

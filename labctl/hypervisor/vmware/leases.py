@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from labctl.vmware.text import decode
+from labctl.text import decode
 
 _LEASE = re.compile(r"^lease\s+(\S+)\s*\{", re.M)
 _FIELD = re.compile(r"^\s*(starts|ends|hardware ethernet|client-hostname|binding state)\s+(.*?);\s*$")

@@ -9,10 +9,10 @@ from typing import Any
 
 from labctl import state as labstate
 from labctl.errors import InvalidInput, PreconditionMissing
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf
+from labctl.hypervisor.vmware.networking import NetworkingFile, Vmnet
 from labctl.paths import Paths
-from labctl.vmware.dhcpd import DhcpdConf
-from labctl.vmware.networking import NetworkingFile, Vmnet
-from labctl.vmware.text import read
+from labctl.text import read
 
 VMWARE_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
 

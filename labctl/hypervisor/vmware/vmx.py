@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from labctl.errors import Conflict, InvalidInput
-from labctl.vmware.text import decode, encode
+from labctl.text import decode, encode
 
 if TYPE_CHECKING:
-    from labctl.vmware.networking import NetworkingFile
+    from labctl.hypervisor.vmware.networking import NetworkingFile
 
 _LINE = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*(?:"(.*)"|(\S*))\s*$')
 _SAFE_VALUE = re.compile(r'^[^"\n\r|]*$')

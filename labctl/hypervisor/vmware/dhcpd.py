@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from labctl import validate
 from labctl.errors import Conflict, InvalidInput, MalformedFile
-from labctl.vmware.text import decode, encode
+from labctl.text import decode, encode
 
 END_MARKER = 'End of "DO NOT MODIFY SECTION"'
 BEGIN_TAG = "# labctl: begin reservation "

@@ -1,6 +1,6 @@
 """The dedicated NIC: a second adapter ``ethernet1`` on a host-only vmnet with a static MAC.
 
-Pure planners over a parsed :class:`~labctl.vmware.vmx.Vmx`: they return the new file bytes
+Pure planners over a parsed :class:`~labctl.hypervisor.vmware.vmx.Vmx`: they return the new file bytes
 (the caller turns them into a ``WriteFile`` change, diff included, applied while the VM is
 stopped).  Lossless: adding appends the adapter's lines and leaves every other byte as it
 was; removing deletes exactly the adapter's lines, so add-then-remove gives the original
@@ -16,8 +16,8 @@ import hashlib
 import re
 
 from labctl.errors import Conflict, InvalidInput
-from labctl.vmware.text import encode
-from labctl.vmware.vmx import Vmx
+from labctl.hypervisor.vmware.vmx import Vmx
+from labctl.text import encode
 
 #: VMware's range for manually assigned (static) addresses: 00:50:56:00:00:00-00:50:56:3F:FF:FF
 STATIC_PREFIX = "00:50:56"

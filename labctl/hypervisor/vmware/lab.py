@@ -13,12 +13,9 @@ from pathlib import Path
 from labctl import fileops
 from labctl import state as labstate
 from labctl.errors import Conflict, MalformedFile, PreconditionMissing
-from labctl.paths import Paths
-from labctl.plan import Command, ExecContext, Plan, Run, Step, WriteFile
-from labctl.runner import is_root
-from labctl.vmware import tools
-from labctl.vmware.dhcpd import DhcpdConf, normalize_mac, validate_edit
-from labctl.vmware.facts import (  # noqa: F401  (re-exported: lab is the public face)
+from labctl.hypervisor.vmware import tools
+from labctl.hypervisor.vmware.dhcpd import DhcpdConf, normalize_mac, validate_edit
+from labctl.hypervisor.vmware.facts import (  # noqa: F401  (re-exported: lab is the public face)
     dhcpd_files,
     host_networks,
     interface_address,
@@ -27,8 +24,11 @@ from labctl.vmware.facts import (  # noqa: F401  (re-exported: lab is the public
     resolve_vmnet,
     vmnet_rows,
 )
-from labctl.vmware.networking import NetworkingFile
-from labctl.vmware.text import encode
+from labctl.hypervisor.vmware.networking import NetworkingFile
+from labctl.paths import Paths
+from labctl.plan import Command, ExecContext, Plan, Run, Step, WriteFile
+from labctl.runner import is_root
+from labctl.text import encode
 
 
 def lease_backup_step(paths: Paths, vmnet: int) -> Step:
