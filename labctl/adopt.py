@@ -37,7 +37,7 @@ from labctl.errors import CommandFailed, CommandTimeout, Conflict, LabctlError, 
 from labctl.plan import Command
 
 if TYPE_CHECKING:
-    from labctl.hypervisor.vmware.vmx import Vmx
+    from labctl.hypervisor.base import VmConfig as Vmx
     from labctl.labspec import MachineSpec
     from labctl.paths import Paths
     from labctl.runner import Runner
@@ -54,7 +54,7 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHos
 
 # ---- facts (read-only) ------------------------------------------------------------------------
 def read_vmx(path: Path) -> tuple[bytes, Vmx]:
-    from labctl.hypervisor.vmware.vmx import Vmx
+    from labctl import hypervisor
 
     try:
         data = Path(path).read_bytes()
@@ -66,7 +66,7 @@ def read_vmx(path: Path) -> tuple[bytes, Vmx]:
     except OSError as exc:
         raise PreconditionMissing(f"cannot read {path}: {exc.strerror}; nothing was changed",
                                   f"make it readable for {getpass.getuser()}") from exc
-    return data, Vmx.parse(data)
+    return data, hypervisor.driver().parse_vm_config(data)
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,7 @@ def preflight(paths: Paths, runner: Runner, m: MachineSpec, recorded: Mapping[st
     for the look is powered on for it (``power_on``; else the look is left out) and shut down
     again if labctl refuses.  Returns how the VM was powered before ("running"/"stopped") and
     whether the look was made."""
-    from labctl.hypervisor.vmware import vmrun
-
+    hv = paths.hypervisor
     assert m.vmx is not None
     _, vmx = read_vmx(m.vmx)
     problem = guest_os_problem(m.vmx, vmx, None)
@@ -215,21 +214,21 @@ def preflight(paths: Paths, runner: Runner, m: MachineSpec, recorded: Mapping[st
         raise PreconditionMissing(
             f"{m.vmx} is not writable for {getpass.getuser()}, so labctl cannot add the lab NIC; "
             "nothing was changed", "make the VM folder yours (it is your VM), or use --nic existing")
-    if not paths.vmrun.is_file():
-        raise PreconditionMissing(f"vmrun not found at {paths.vmrun}",
-                                  f"install {paths.product} (it starts the VM)")
-    was_running = vmrun.is_running(paths, m.vmx, runner)
+    if not paths.hypervisor.vmrun.is_file():
+        raise PreconditionMissing(f"vmrun not found at {paths.hypervisor.vmrun}",
+                                  f"install {paths.hypervisor.product} (it starts the VM)")
+    was_running = hv.is_running(m.vmx, runner)
     power = str(recorded.get("power_before") or ("running" if was_running else "stopped"))
     if not was_running and not power_on:
         return power, False
     if not was_running:  # a look, not a change: no progress lines (a refusal stays one line)
-        _vmrun(paths, runner, vmrun.start_command(paths, m.vmx, gui=False), f"start {m.vmx}")
+        _vmrun(paths, runner, hv.start_command(m.vmx, gui=False), f"start {m.vmx}")
     try:
         _look(paths, runner, m, login, recorded, SSH_TIMEOUT if timeout is None else timeout)
     except LabctlError:
         if not was_running:  # the refusal is what the user must see, not a failed shutdown
             with contextlib.suppress(LabctlError):
-                _vmrun(paths, runner, vmrun.stop_command(paths, m.vmx), f"shut {m.vmx} down")
+                _vmrun(paths, runner, hv.stop_command(m.vmx), f"shut {m.vmx} down")
         raise
     return power, True
 
@@ -244,11 +243,9 @@ def _vmrun(paths: Paths, runner: Runner, cmd: Command, what: str) -> None:
 
 def _look(paths: Paths, runner: Runner, m: MachineSpec, login: Login, rec: Mapping[str, Any],
           timeout: float) -> None:
-    from labctl.hypervisor.vmware import vmrun
-
     assert m.vmx is not None
     fixed = rec.get("ip") if rec.get("adopted") else None
-    ip, said = vmrun.guest_ip(paths, m.vmx, runner, wait=timeout)
+    ip, said = paths.hypervisor.guest_ip(m.vmx, runner, wait=timeout)
     target = str(fixed) if fixed else ip
     where = f"its fixed IP {target}" if fixed else str(target)
     nothing = "; nothing was changed"

@@ -107,17 +107,15 @@ class RestartNetworking(Change):
 
     def __post_init__(self) -> None:
         if not self.description:
-            self.description = (f"restart {self.paths.product} networking (running VMs lose their "
+            self.description = (f"restart {self.paths.hypervisor.product} networking (running VMs lose their "
                                 "network for a few seconds)")
 
     def commands(self) -> list[Command]:
         return self.cmds
 
     def apply(self, ctx: ExecContext) -> None:
-        from labctl.hypervisor.vmware.lab import lease_backup_step
-
         for n in self.vmnets:
-            lease_backup_step(self.paths, n).apply(ctx)
+            self.paths.hypervisor.lease_backup_step(n).apply(ctx)
         for c in self.cmds:
             ctx.runner.run(c.argv, sudo=c.sudo, timeout=c.timeout)
 
@@ -432,16 +430,12 @@ class VmrunStop(Change):
     privileged: bool = False
 
     def commands(self) -> list[Command]:
-        from labctl.hypervisor.vmware import vmrun
-
-        return [vmrun.stop_command(self.paths, self.vmx)]
+        return [self.paths.hypervisor.stop_command(self.vmx)]
 
     def apply(self, ctx: ExecContext) -> None:
-        from labctl.hypervisor.vmware import vmrun
-
         cmd = self.commands()[0]
         r = ctx.runner.run(cmd.argv, timeout=cmd.timeout, check=False)
-        if not r.ok and vmrun.is_running(self.paths, self.vmx, ctx.runner):
+        if not r.ok and self.paths.hypervisor.is_running(self.vmx, ctx.runner):
             said = (r.stdout or r.stderr).strip().splitlines()
             raise CommandFailed(f"vmrun could not shut {self.vmx} down: {said[-1] if said else r.returncode}",
                                 "shut it down in VMware, then run labctl again", argv=cmd.argv)
@@ -463,24 +457,24 @@ class VmrunStart(Change):
     privileged: bool = False
 
     def commands(self) -> list[Command]:
-        from labctl.hypervisor.vmware import vmrun
-
-        start = vmrun.start_command(self.paths, self.vmx, gui=False)
-        return [vmrun.stop_command(self.paths, self.vmx), start] if self.restart else [start]
+        hv = self.paths.hypervisor
+        start = hv.start_command(self.vmx, gui=False)
+        return [hv.stop_command(self.vmx), start] if self.restart else [start]
 
     def apply(self, ctx: ExecContext) -> None:
         from labctl import adopt
-        from labctl.hypervisor.vmware import vmrun
+
+        hv = self.paths.hypervisor
 
         if self.restart:
             VmrunStop(self.paths, self.vmx).apply(ctx)
-        _vmrun_run(self.paths, vmrun.start_command(self.paths, self.vmx, gui=False), ctx,
+        _vmrun_run(self.paths, hv.start_command(self.vmx, gui=False), ctx,
                    f"start {self.vmx}")
         if self.wait_ip is None or self.login is None:
             return
         answer = adopt.probe_ssh(ctx.runner, self.login, self.wait_ip, self.timeout)
         if not answer.ok:
-            _, said = vmrun.guest_ip(self.paths, self.vmx, ctx.runner)
+            _, said = hv.guest_ip(self.vmx, ctx.runner)
             raise CommandFailed(
                 f"SSH to {self.login.user}@{self.wait_ip} (the fixed IP) did not answer within "
                 f"{self.timeout:g} s (vmrun getGuestIPAddress sees {said}): {answer.detail or 'no answer'}",

@@ -88,18 +88,16 @@ class Lab:
         """Everything that can be checked before the first change (so a failure leaves nothing
         half-made): the host, docker-machine and its driver, VMware's network tool, names and
         subnets, and a VM to adopt (its look may power it on: ``power_on``)."""
-        from labctl.hypervisor.vmware import facts as vfacts
-        from labctl.hypervisor.vmware.preflight import refuse_unworkable
-
-        refuse_unworkable(self.paths, spec.machines)  # arm64 boot2docker, Apple's DHCP (exit 3)
+        hv = self.paths.hypervisor
+        hv.refuse_unworkable(spec.machines)  # arm64 boot2docker, Apple's DHCP (exit 3)
         self.dm.require()  # PreconditionMissing when docker-machine is not installed
         for m in spec.machines:
             self.dm.preflight_driver(m.driver)
-        if not os.access(self.paths.network_tool, os.X_OK):
+        if not os.access(hv.network_tool, os.X_OK):
             raise PreconditionMissing(
-                f"{self.paths.product}'s network tool {self.paths.network_tool} was not found",
-                f"install {self.paths.product} (labctl needs it to restart vmnet DHCP)")
-        _, nf = vfacts.read_networking(self.paths)
+                f"{hv.product}'s network tool {hv.network_tool} was not found",
+                f"install {hv.product} (labctl needs it to restart vmnet DHCP)")
+        _, nf = hv.read_networks()
         for m in spec.machines:
             if m.vmnet is not None and m.subnet is not None:
                 v = nf.get(m.vmnet)
@@ -205,8 +203,8 @@ class Lab:
 
     def apply(self, phase: Phase) -> None:
         if self.confirm is not None and any(isinstance(c, RestartNetworking) for c in phase.changes) \
-                and not self.confirm(f"{phase.title}: this restarts {self.paths.product} networking, "
-                                     "which briefly disconnects every running VM. Continue?"):
+                and not self.confirm(f"{phase.title}: this restarts {self.paths.hypervisor.product} "
+                                     "networking, which briefly disconnects every running VM. Continue?"):
             raise LabctlError("stopped before restarting VMware networking; nothing of this step "
                               "was changed", "run it again with --yes to skip the question")
 
@@ -279,12 +277,10 @@ class Lab:
 
 def check_existing_vmnet(facts: Facts, m: MachineSpec, nf: Any) -> None:
     """--nic existing with --vmnet: only the NIC's own vmnet can carry its reservation."""
-    from labctl.hypervisor.vmware.vmx import reservation_vmnet
-
     if facts.machine_exists(m.name):
         n0 = facts.vmx_file(m.name).vmx.nic(0)
         if n0 is not None:  # refuses a --vmnet that is not the NIC's
-            reservation_vmnet(n0, nf, m.vmnet, m.name)
+            facts.paths.hypervisor.reservation_network(n0, nf, m.vmnet, m.name)
     elif m.vmnet != 8:
         raise InvalidInput(f"--vmnet vmnet{m.vmnet} with --nic existing: the NIC docker-machine "
                            f"creates for {m.name} is on vmnet8 (NAT), and its address is "

@@ -157,9 +157,9 @@ class VmxFile:
 
     @functools.cached_property
     def vmx(self) -> Any:
-        from labctl.hypervisor.vmware.vmx import Vmx
+        from labctl import hypervisor
 
-        return Vmx.parse(self.data)
+        return hypervisor.driver().parse_vm_config(self.data)
 
 
 class Facts:
@@ -250,22 +250,18 @@ class Facts:
     @probe
     def networking_file(self) -> tuple[bytes, Any]:
         """(bytes, NetworkingFile) of VMware's networking file."""
-        from labctl.hypervisor.vmware import facts as vfacts
-
-        return vfacts.read_networking(self.paths)
+        return self.paths.hypervisor.read_networks()
 
     @probe
     def dhcpd_file(self, vmnet: int) -> tuple[bytes, Any]:
         """(bytes, DhcpdConf) of a vmnet's dhcpd.conf."""
-        from labctl.hypervisor.vmware import facts as vfacts
-
-        return vfacts.read_dhcpd(self.paths, vmnet)
+        return self.paths.hypervisor.read_reservations(vmnet)
 
     @probe
     def host_networks(self) -> list[tuple[str, ipaddress.IPv4Network]]:
-        from labctl.hypervisor.vmware import facts as vfacts
+        from labctl.hostinfo import host_networks
 
-        return vfacts.host_networks()
+        return host_networks()
 
     # ---- docker-machine (labctl.machine's adapter) and its store -----------------------------------
     @probe
@@ -314,17 +310,14 @@ class Facts:
     @probe
     def running_vmx(self) -> tuple[Path, ...]:
         """``vmrun list``: the .vmx of every running VM (none when vmrun is not there)."""
-        from labctl.hypervisor.vmware import vmrun
-
         try:
-            return tuple(Path(p) for p in vmrun.running_vms(self.paths, self.runner))
+            return tuple(Path(p) for p in self.paths.hypervisor.running_vms(self.runner))
         except LabctlError:
             return ()
 
     def vm_running(self, vmx: Path) -> bool:
         """Whether the VM of ``vmx`` runs (``vmrun list``; names compared as people read them)."""
-        from labctl.hypervisor.vmware.vmrun import normalize
-
+        normalize = self.paths.hypervisor.same_vm_path
         want = normalize(str(vmx))
         return any(normalize(str(p)) == want for p in self.running_vmx())
 
@@ -338,13 +331,7 @@ class Facts:
         for path in self.running_vmx():
             found.setdefault(str(path), path)
         home = Path(self.env.get("HOME") or Path.home())
-        if self.platform == "darwin":
-            inventories = [home / "Library/Application Support/VMware Fusion/vmInventory"]
-            folders = [home / "Virtual Machines.localized", home / "Documents/Virtual Machines.localized",
-                       home / "Virtual Machines", home / "Documents/Virtual Machines"]
-        else:
-            inventories = [home / ".vmware/inventory.vmls"]
-            folders = [home / "vmware"]
+        inventories, folders = self.paths.hypervisor.vm_locations(home)
         for inv in inventories:
             try:
                 text = inv.read_text(errors="replace")
@@ -436,9 +423,7 @@ class Facts:
             nic = self.vmx_file(name).vmx.nic(0)
         except LabctlError:
             return None
-        from labctl.hypervisor.vmware.vmx import nic_vmnet
-
-        return nic_vmnet(nic) if nic is not None else None
+        return self.paths.hypervisor.nic_network(nic) if nic is not None else None
 
     def fixed_ip(self, name: str) -> str | None:
         """The machine's fixed address: labctl's record, else labctl's reservation named

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import InvalidInput, MalformedFile, PreconditionMissing
-from labctl.hypervisor.vmware.vmx import Vmx
+from labctl.hypervisor.base import VmConfig as Vmx
 from labctl.paths import Paths
 
 FORMATS = ("text", "markdown", "json")
@@ -210,7 +210,9 @@ def read_vmx(path: Path) -> Vmx:
                                   "run labctl as the user who owns the VM") from exc
     except OSError as exc:
         raise PreconditionMissing(f"cannot read {path}: {exc.strerror or exc}") from exc
-    vmx = Vmx.parse(data)
+    from labctl import hypervisor
+
+    vmx = hypervisor.driver().parse_vm_config(data)
     if not vmx.items():
         raise MalformedFile(f"{path} is not a .vmx file (it has no key = \"value\" lines)")
     return vmx
@@ -245,8 +247,6 @@ def _info(path: Path, source: str, paths: Paths, vmx: Vmx | None = None) -> VmIn
 def resolve_vm(arg: str, paths: Paths, runner: Any = None) -> VmInfo:
     """A VM given as a .vmx path (or .vmwarevm bundle), a docker-machine name, or a name that
     ``vmrun list`` shows (the .vmx file name without .vmx, or its displayName)."""
-    from labctl.hypervisor.vmware import vmrun
-
     arg = arg.strip()
     if not arg or "\0" in arg:
         raise InvalidInput("empty VM name: give a .vmx path, a docker-machine name or a running VM's name")
@@ -268,17 +268,18 @@ def resolve_vm(arg: str, paths: Paths, runner: Any = None) -> VmInfo:
                            "it does not run on VMware")
 
     try:
-        running = vmrun.running_vms(paths, runner)
+        running = paths.hypervisor.running_vms(runner)
     except PreconditionMissing as exc:
         raise PreconditionMissing(
             f"no VM {arg!r}: not a .vmx path, no docker-machine machine in {store}, "
             f"and vmrun is not there to list running VMs ({exc.message})",
             "pass the VM's .vmx path") from exc
-    want = vmrun.normalize(arg)
+    normalize = paths.hypervisor.same_vm_path
+    want = normalize(arg)
     matches: list[VmInfo] = []
     for line in running:
         path = Path(line)
-        by_file = vmrun.normalize(path.stem) == want
+        by_file = normalize(path.stem) == want
         vmx = None
         if not by_file:
             try:
@@ -286,7 +287,7 @@ def resolve_vm(arg: str, paths: Paths, runner: Any = None) -> VmInfo:
             except (InvalidInput, PreconditionMissing):
                 continue
             shown = vmx.display_name
-            if not shown or vmrun.normalize(unescape(shown)) != want:
+            if not shown or normalize(unescape(shown)) != want:
                 continue
         matches.append(_info(path, "vmrun list", paths, vmx))
     if len(matches) > 1:
@@ -390,11 +391,11 @@ def _context(paths: Paths, vm: VmInfo | None) -> dict[str, Any]:
 
     return {
         "mac": paths.platform == "darwin",
-        "product": paths.product,
+        "product": paths.hypervisor.product,
         "vm_name": vm.name if vm else None,
         "vmx": str(vm.vmx_path) if vm else None,
         "vmx_q": shlex.quote(str(vm.vmx_path)) if vm else None,  # for commands to paste
-        "vmrun": shlex.quote(str(paths.vmrun)),
+        "vmrun": shlex.quote(str(paths.hypervisor.vmrun)),
     }
 
 
@@ -452,13 +453,12 @@ def console_guide(paths: Paths, vm: VmInfo) -> Guide:
 
 def open_console_plan(paths: Paths, vm: VmInfo, running: list[str] | None = None) -> Any:
     """A Plan with one Run: ``vmrun start VMX gui``."""
-    from labctl.hypervisor.vmware import vmrun
     from labctl.plan import Plan, Run
 
     plan = Plan(title=f"open the console of {vm.name}")
-    plan.add(Run([vmrun.start_command(paths, vm.vmx_path)],
+    plan.add(Run([paths.hypervisor.start_command(vm.vmx_path)],
                  description=f"start {vm.name} with its console window"))
     if running is not None and str(vm.vmx_path) in running:
         plan.notes.append(f"{vm.name} is already running: if no console window appears, open it "
-                          f"from the {paths.product} virtual machine library")
+                          f"from the {paths.hypervisor.product} virtual machine library")
     return plan

@@ -1,5 +1,5 @@
-"""Facts about the desktop itself: CPU architecture, macOS release, the hypervisor's version,
-and the host side of a vmnet (its adapter).  Read-only, no subprocess.
+"""Facts about the desktop itself: CPU architecture, macOS release, and the host side of a
+vmnet (its adapter).  Read-only, no subprocess.
 
 Seams (honest options too: ask labctl what it would do on another Mac):
 ``LABCTL_ARCH`` (e.g. ``arm64``) stands for the machine architecture, ``LABCTL_MACOS_VERSION``
@@ -18,17 +18,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import platform
-import plistlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from labctl.hypervisor.vmware.networking import Vmnet
+    from labctl.hypervisor.base import Network as Vmnet
     from labctl.paths import Paths
 
-FUSION_APP = "/Applications/VMware Fusion.app"
-WORKSTATION_CONFIG = "/etc/vmware/config"
 ARM = ("arm64", "aarch64")
 
 
@@ -56,26 +53,6 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
             break
         out.append(int(digits))
     return tuple(out)
-
-
-def vmware_version(paths: Paths) -> str | None:
-    """Fusion: Info.plist's CFBundleShortVersionString; Workstation: /etc/vmware/config."""
-    if paths.platform == "darwin":
-        plist = paths.host(FUSION_APP) / "Contents" / "Info.plist"
-        try:
-            with plist.open("rb") as fh:
-                data = plistlib.load(fh)
-        except (OSError, plistlib.InvalidFileException, ValueError):
-            return None
-        v = data.get("CFBundleShortVersionString") if isinstance(data, dict) else None
-        return str(v) if v else None
-    from labctl.hypervisor.vmware.vmx import Vmx
-
-    try:
-        conf = Vmx.parse(paths.host(WORKSTATION_CONFIG).read_bytes())
-    except OSError:
-        return None
-    return conf.get("product.version") or conf.get("workstation.product.version")
 
 
 def uses_apple_dhcp(fusion: str | None, macos: str | None) -> bool:
@@ -117,6 +94,11 @@ def host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
             if not iface.ip.is_loopback:
                 out.append((ifname, iface))
     return out
+
+
+def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Networks directly attached to the host's interfaces (netifaces)."""
+    return [(ifname, iface.network) for ifname, iface in host_addresses()]
 
 
 def find_adapter(vmnet: Vmnet, addresses: Iterable[tuple[str, ipaddress.IPv4Interface]]

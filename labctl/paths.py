@@ -3,7 +3,8 @@
 ``LABCTL_ROOT=DIR`` puts every one of them (tool binaries included) under DIR, and
 ``LABCTL_PLATFORM=darwin|linux`` picks the Fusion or Workstation layout regardless of the
 OS labctl runs on.  Both are honest product options (try labctl against a copy of your
-VMware preferences) and the seams the tests use.
+VMware preferences) and the seams the tests use.  The hypervisor's own locations (VMware's
+networking file, dhcpd.conf, leases, vmnet-cli, vmrun) belong to it: ``paths.hypervisor``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labctl.errors import InvalidInput
 
-FUSION_PREFS = "/Library/Preferences/VMware Fusion"
-FUSION_LIB = "/Applications/VMware Fusion.app/Contents/Library"
+if TYPE_CHECKING:
+    from labctl.hypervisor.base import Hypervisor
 
 
 def parse_vmnet(name: str) -> int:
@@ -55,53 +57,19 @@ class Paths:
         """A host path, resolved under LABCTL_ROOT."""
         return self.root / path.lstrip("/")
 
-    @property
-    def product(self) -> str:
-        return "VMware Fusion" if self.platform == "darwin" else "VMware Workstation"
+    @cached_property
+    def hypervisor(self) -> Hypervisor:
+        """The desktop hypervisor on this layout: its file locations, tools and planners."""
+        from labctl import hypervisor
 
-    # ---- VMware configuration -------------------------------------------------------------
-    @property
-    def vmware_dir(self) -> Path:
-        return self.host(FUSION_PREFS if self.platform == "darwin" else "/etc/vmware")
-
-    @property
-    def networking(self) -> Path:
-        return self.vmware_dir / "networking"
-
-    def dhcpd_conf(self, vmnet: int) -> Path:
-        if self.platform == "darwin":
-            return self.vmware_dir / f"vmnet{vmnet}" / "dhcpd.conf"
-        return self.vmware_dir / f"vmnet{vmnet}" / "dhcpd" / "dhcpd.conf"
-
-    def leases(self, vmnet: int) -> Path:
-        if self.platform == "darwin":
-            return self.host(f"/var/db/vmware/vmnet-dhcpd-vmnet{vmnet}.leases")
-        return self.vmware_dir / f"vmnet{vmnet}" / "dhcpd" / "dhcpd.leases"
-
-    @property
-    def apple_leases(self) -> Path:
-        return self.host("/var/db/dhcpd_leases")
-
-    # ---- tools ----------------------------------------------------------------------------
-    @property
-    def network_tool(self) -> Path:
-        """vmnet-cli (Fusion) or vmware-networks (Workstation)."""
-        if self.platform == "darwin":
-            return self.host(f"{FUSION_LIB}/vmnet-cli")
-        return self._which("vmware-networks", "/usr/bin/vmware-networks")
-
-    @property
-    def vmrun(self) -> Path:
-        if self.platform == "darwin":
-            return self._which("vmrun", f"{FUSION_LIB}/vmrun")
-        return self._which("vmrun", "/usr/bin/vmrun")
+        return hypervisor.detect(self)
 
     @property
     def docker_machine(self) -> Path:
         """docker-machine on PATH, else /usr/local/bin/docker-machine (under LABCTL_ROOT)."""
-        return self._which("docker-machine", "/usr/local/bin/docker-machine")
+        return self.which("docker-machine", "/usr/local/bin/docker-machine")
 
-    def _which(self, name: str, default: str) -> Path:
+    def which(self, name: str, default: str) -> Path:
         if not self.rooted:
             found = shutil.which(name)
             if found:

@@ -146,8 +146,7 @@ def lab_vmnet(world: World, m: MachineSpec) -> int | None:
 
 
 def phase_vmnet(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
-    from labctl.hypervisor.vmware import lab as vlab
-
+    hv = w.paths.hypervisor
     phase = Phase("vmnet", key=f"vmnet:{m.name}")
     if m.nic != "dedicated":
         return phase, w
@@ -163,17 +162,17 @@ def phase_vmnet(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[P
         return phase, w
     net = m.subnet or free_subnet(w)
     assert w.networking is not None
-    plan, created = vlab.vmnet_create_plan(
-        w.paths, w.networking, w.host_networks, f"vmnet{number}" if number is not None else "auto", net,
+    plan, created = hv.network_create_plan(
+        w.networking, w.host_networks, f"vmnet{number}" if number is not None else "auto", net,
         restart=False, dhcpd_exists=lambda n: n in w.dhcpd)
     it.vmnet = created
     phase = Phase(plan.title, plan.changes, plan.notes, key=f"vmnet:{m.name}")
     new_networking = next(c.new for c in plan.changes
-                          if isinstance(c, WriteFile) and c.path == w.paths.networking)
+                          if isinstance(c, WriteFile) and c.path == w.paths.hypervisor.networking)
     w = replace(w, networking=new_networking)
     if created not in w.dhcpd:  # Linux: labctl writes it; Fusion: vmnet-cli --configure does
-        w = w.with_dhcpd(created, vlab.render_dhcpd_conf(created, net))
-    return phase, w.with_state(vlab.record_vmnet(created, net, pending=True))
+        w = w.with_dhcpd(created, hv.render_dhcp_config(created, net))
+    return phase, w.with_state(hv.record_network(created, net, pending=True))
 
 
 def phase_machine(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
@@ -396,21 +395,20 @@ def _vmx(mv: MachineView) -> Any:
 def phase_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
     from pathlib import Path
 
-    from labctl.hypervisor.vmware import nic
-
+    hv = w.paths.hypervisor
     mv = w.machine(m.name)
     phase = Phase(f"{m.nic} NIC for {m.name}", key=f"nic:{m.name}")
     vmx = _vmx(mv)
     if m.nic == "dedicated":
         assert it.vmnet is not None
-        it.mac = nic.mac_for(m.name)
+        it.mac = hv.nic_mac(m.name)
         path = Path(mv.vmx_path)
         if isinstance(vmx, Later):
             new: Any = Later(f"{path.name} with ethernet1 on vmnet{it.vmnet}")
             if vmx == new:  # a dry run past this phase
                 return phase, w
         else:
-            new = nic.plan_nic(vmx, it.vmnet, it.mac)
+            new = hv.plan_nic(vmx, it.vmnet, it.mac)
             if new == mv.vmx:
                 return phase, w
         if mv.running:
@@ -433,28 +431,22 @@ def phase_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Pha
         it.mac, it.vmnet = Later(f"{m.name}'s ethernet0 MAC"), 8
         booted = Later(f"{m.name}'s .vmx after its first boot")
         return phase, w.with_machine(m.name, state="Running", vmx=booted)
-    from labctl.hypervisor.vmware.vmx import reservation_vmnet
-
-    it.mac, it.vmnet = n0.address, reservation_vmnet(n0, w.networking_file(), m.vmnet, m.name)
+    it.mac, it.vmnet = n0.address, hv.reservation_network(n0, w.networking_file(), m.vmnet, m.name)
     return phase, w
 
 
 def _vmx_user(w: World, path: str, data: Any) -> World:
     if path not in w.vmx_users or isinstance(data, Later):
         return w
-    from labctl.hypervisor.vmware.vmx import nic_vmnet
-
-    nets = {nic_vmnet(n) for n in parse_vmx(data).nics() if n.present}
+    nets = {w.paths.hypervisor.nic_network(n) for n in parse_vmx(data).nics() if n.present}
     return replace(w, vmx_users={**w.vmx_users, path: tuple(sorted(n for n in nets if n is not None))})
 
 
 def _restart(w: World, vmnets: set[int], title: str, key: str) -> tuple[list[Change], World]:
     """One networking restart for ``vmnets`` (their pending marks cleared), projected: the host
     adapter of each vmnet is up afterwards."""
-    from labctl.hypervisor.vmware import tools
-
     ordered = tuple(sorted(vmnets))
-    changes: list[Change] = [ch.RestartNetworking(w.paths, ordered, tools.restart_commands(w.paths))]
+    changes: list[Change] = [ch.RestartNetworking(w.paths, ordered, w.paths.hypervisor.restart_commands())]
     pending = w.pending_restarts()
     if pending & vmnets:
         def clear(state: dict[str, Any]) -> None:
@@ -477,13 +469,13 @@ def _restart(w: World, vmnets: set[int], title: str, key: str) -> tuple[list[Cha
 
 
 def phase_reserve(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
-    from labctl.hypervisor.vmware import lab as vlab
     from labctl.text import encode
 
+    hv = w.paths.hypervisor
     assert it.vmnet is not None
     vmnet = it.vmnet
     conf = w.dhcpd_conf(vmnet)
-    path = w.paths.dhcpd_conf(vmnet)
+    path = w.paths.hypervisor.dhcpd_conf(vmnet)
     want = str(m.ip) if m.ip is not None else None
     changed = False
     rec = w.record(m.name)
@@ -501,11 +493,11 @@ def phase_reserve(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple
         new_text, ip = conf.plan_reserve(m.name, it.mac, want)
         phase = Phase(f"reserve {ip} for {m.name} on vmnet{vmnet}", key=f"reserve:{m.name}")
         if new_text != conf.text:
-            vlab.refuse_mac_elsewhere(w.paths, w.dhcpd, vmnet, it.mac)
+            hv.refuse_mac_elsewhere(w.dhcpd, vmnet, it.mac)
             new = encode(new_text)
             phase.add(ch.Reserve(path, w.dhcpd[vmnet], new,
                                  description=f"add host {m.name} ({ip}, {it.mac}) to {path}",
-                                 validate=functools.partial(vlab._validate, conf)))
+                                 validate=functools.partial(hv.validate_reservation_edit, conf)))
             w = w.with_dhcpd(vmnet, new)
             changed = True
     it.ip = ip
@@ -767,8 +759,7 @@ def phase_adopt_record(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> 
 def phase_adopt_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tuple[Phase, World]:
     """dedicated: labctl's ethernet1 in the user's .vmx, written while the VM is shut down;
     existing: ethernet0's MAC on the vmnet it is really on."""
-    from labctl.hypervisor.vmware import nic
-    from labctl.hypervisor.vmware.vmx import reservation_vmnet
+    hv = w.paths.hypervisor
 
     mv = w.machine(m.name)
     path = Path(mv.adopt_vmx)
@@ -780,11 +771,11 @@ def phase_adopt_nic(w: World, m: MachineSpec, it: Intent, opt: UpOptions) -> tup
             raise PreconditionMissing(
                 f"{m.name}'s ethernet0 has no MAC yet (VMware writes one at first boot)",
                 "start the VM once in VMware, then run labctl up again")
-        it.mac, it.vmnet = n0.address, reservation_vmnet(n0, w.networking_file(), m.vmnet, m.name)
+        it.mac, it.vmnet = n0.address, hv.reservation_network(n0, w.networking_file(), m.vmnet, m.name)
         return phase, w
     assert it.vmnet is not None
-    it.mac = nic.mac_for(m.name)
-    new = nic.plan_nic(vmx, it.vmnet, it.mac)
+    it.mac = hv.nic_mac(m.name)
+    new = hv.plan_nic(vmx, it.vmnet, it.mac)
     if new == mv.vmx:
         return phase, w
     if mv.vm_running:
@@ -966,7 +957,7 @@ def plan_down(world: World, names: list[str], keep_vm: bool = False) -> LabPlan:
         phase, w = down_vmnet(w, n)
         phases.append(phase)
     pending = {n for n in w.pending_restarts() if _vmnet_exists(w, n)}
-    phase = Phase(f"restart {w.paths.product} networking", key="restart")
+    phase = Phase(f"restart {w.paths.hypervisor.product} networking", key="restart")
     if pending:
         phase.changes, w = _restart(w, pending, "the restart", "restart")
     phases.append(phase)
@@ -1020,7 +1011,6 @@ def down_context(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
 
 
 def down_release(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
-    from labctl.hypervisor.vmware import lab as vlab
     from labctl.text import encode
 
     phase = Phase(f"release {rec.name} on vmnet{rec.vmnet}", key=f"release:{rec.name}")
@@ -1036,10 +1026,10 @@ def down_release(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
         return phase, w
     if new_text == conf.text:
         return phase, w
-    path = w.paths.dhcpd_conf(vmnet)
+    path = w.paths.hypervisor.dhcpd_conf(vmnet)
     new = encode(new_text)
     phase.add(ch.Release(path, w.dhcpd[vmnet], new, description=f"remove host {rec.name} from {path}",
-                         validate=functools.partial(vlab._validate, conf)))
+                         validate=functools.partial(w.paths.hypervisor.validate_reservation_edit, conf)))
 
     def pending(state: dict[str, Any]) -> None:
         due = [n for n in state.get("restart_pending") or [] if n != vmnet]
@@ -1054,15 +1044,13 @@ def down_nic(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
     added; it is stopped for the edit and started again if it ran."""
     from pathlib import Path
 
-    from labctl.hypervisor.vmware import nic
-
     mv = w.machine(rec.name)
     phase = Phase(f"remove {rec.name}'s dedicated NIC", key=f"nic:{rec.name}")
     stays = keep_vm or not rec.created
     if rec.extra.get("adopted") or not (stays and mv.exists and rec.nic == "dedicated" and rec.mac):
         return phase, w
     vmx = _vmx(mv)
-    new = nic.plan_nic_removal(vmx, str(rec.mac))
+    new = w.paths.hypervisor.plan_nic_removal(vmx, str(rec.mac))
     if new == mv.vmx:
         return phase, w
     path = Path(mv.vmx_path)
@@ -1102,8 +1090,6 @@ def down_adopted(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
     """A VM labctl adopted: docker-machine's record goes (the generic driver's ``rm`` never
     touches the VM), labctl's NIC leaves the .vmx, and the VM is powered as before ``up``.
     The VM itself stays."""
-    from labctl.hypervisor.vmware import nic
-
     mv = w.machine(rec.name)
     path = Path(mv.adopt_vmx or rec.vmx or "")
     phase = Phase(f"give {path.name} back as it was", key=f"adopted:{rec.name}")
@@ -1119,7 +1105,7 @@ def down_adopted(w: World, rec: Any, keep_vm: bool) -> tuple[Phase, World]:
     keep_on = rec.extra.get("power_before") == "running"
     new = mv.vmx
     if rec.nic == "dedicated" and rec.mac:
-        new = nic.plan_nic_removal(parse_vmx(mv.vmx), str(rec.mac))
+        new = w.paths.hypervisor.plan_nic_removal(parse_vmx(mv.vmx), str(rec.mac))
     running = bool(mv.vm_running)
     if new != mv.vmx:
         if running:
@@ -1168,9 +1154,7 @@ def vmnet_users(w: World, n: int) -> list[str]:
 def down_vmnet(w: World, n: int) -> tuple[Phase, World]:
     """A vmnet goes only if labctl created it, no lab machine and no .vmx labctl can find uses
     it, and its dhcpd.conf holds no reservation but VMware's own."""
-    from labctl.hypervisor.vmware import tools
-    from labctl.hypervisor.vmware.networking import NetworkingFile
-
+    hv = w.paths.hypervisor
     phase = Phase(f"remove vmnet{n}", key=f"vmnet:{n}")
     info = w.lab_vmnets().get(n) or {}
     if not info.get("created"):
@@ -1188,20 +1172,19 @@ def down_vmnet(w: World, n: int) -> tuple[Phase, World]:
     from labctl.plan import DeleteFile, Run
 
     if w.networking is not None and parse_networking(w.networking).get(n) is not None:
-        nf = NetworkingFile.parse(w.networking)
-        nf.remove_vmnet(n)
-        phase.add(WriteFile(w.paths.networking, w.networking, nf.dump(),
-                            description=f"remove vmnet{n} (created by labctl) from {w.paths.networking}"))
-        w = replace(w, networking=nf.dump())
+        new = hv.network_removal(w.networking, n)
+        phase.add(WriteFile(hv.networking, w.networking, new,
+                            description=f"remove vmnet{n} (created by labctl) from {hv.networking}"))
+        w = replace(w, networking=new)
     if w.paths.platform == "linux" and n in w.dhcpd:
-        phase.add(DeleteFile(w.paths.dhcpd_conf(n), w.dhcpd[n],
+        phase.add(DeleteFile(w.paths.hypervisor.dhcpd_conf(n), w.dhcpd[n],
                              description=f"remove vmnet{n}'s dhcpd.conf (written by labctl)"))
         w = w.with_dhcpd(n, None)
-    configure = tools.configure_command(w.paths)
+    configure = hv.configure_command()
     if configure and phase.changes:
         phase.add(Run([configure], description="regenerate the vmnet configuration"))
     if phase.changes:
-        phase.add(ch.RestartNetworking(w.paths, (), tools.restart_commands(w.paths)))
+        phase.add(ch.RestartNetworking(w.paths, (), hv.restart_commands()))
 
     def forget(state: dict[str, Any]) -> None:
         state["vmnets"].pop(str(n), None)

@@ -136,14 +136,16 @@ class World:
 
     def networking_file(self) -> Any:
         if self.networking is None:
+            hv = self.paths.hypervisor
             raise self.networking_error or MalformedFile(
-                f"{self.paths.product} networking file not found: {self.paths.networking}")
+                f"{hv.product} networking file not found: {hv.networking}")
         return parse_networking(self.networking)
 
     def dhcpd_conf(self, vmnet: int) -> Any:
         data = self.dhcpd.get(vmnet)
         if data is None:
-            raise MalformedFile(f"vmnet{vmnet} dhcpd.conf not found: {self.paths.dhcpd_conf(vmnet)}")
+            raise MalformedFile(f"vmnet{vmnet} dhcpd.conf not found: "
+                                f"{self.paths.hypervisor.dhcpd_conf(vmnet)}")
         return parse_dhcpd(data)
 
     def lab_vmnets(self) -> dict[int, dict[str, Any]]:
@@ -298,23 +300,23 @@ def _vm_facts(data: Any) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def parse_networking(data: bytes) -> Any:
-    from labctl.hypervisor.vmware.networking import NetworkingFile
+    from labctl import hypervisor
 
-    return NetworkingFile.parse(data)
+    return hypervisor.driver().parse_networks(data)
 
 
 @functools.lru_cache(maxsize=32)
 def parse_dhcpd(data: bytes) -> Any:
-    from labctl.hypervisor.vmware.dhcpd import DhcpdConf
+    from labctl import hypervisor
 
-    return DhcpdConf.parse(data)
+    return hypervisor.driver().parse_reservations(data)
 
 
 @functools.lru_cache(maxsize=32)
 def parse_vmx(data: bytes) -> Any:
-    from labctl.hypervisor.vmware.vmx import Vmx
+    from labctl import hypervisor
 
-    return Vmx.parse(data)
+    return hypervisor.driver().parse_vm_config(data)
 
 
 # ---- observing -----------------------------------------------------------------------------------
@@ -495,8 +497,9 @@ def _docker_cli(facts: Any) -> bool:
 def vmx_users(facts: Any) -> dict[str, tuple[int, ...]]:
     """Every .vmx labctl can find (docker-machine's store, ``vmrun list``, the user's VM
     folders and VMware's VM inventory) and the vmnets its NICs are on."""
-    from labctl.hypervisor.vmware.vmx import nic_vmnet
+    from labctl import hypervisor
 
+    nic_vmnet = hypervisor.driver().nic_network
     out: dict[str, tuple[int, ...]] = {}
     for path in facts.vmx_files():
         try:

@@ -143,17 +143,17 @@ def test_paths_follow_labctl_root_and_platform(monkeypatch, tmp_path):
     monkeypatch.setenv("LABCTL_ROOT", str(tmp_path))
     monkeypatch.setenv("LABCTL_PLATFORM", "darwin")
     p = Paths.detect()
-    assert p.networking == tmp_path / "Library/Preferences/VMware Fusion/networking"
-    assert p.dhcpd_conf(2) == tmp_path / "Library/Preferences/VMware Fusion/vmnet2/dhcpd.conf"
-    assert p.leases(2) == tmp_path / "var/db/vmware/vmnet-dhcpd-vmnet2.leases"
-    assert p.network_tool == tmp_path / "Applications/VMware Fusion.app/Contents/Library/vmnet-cli"
+    assert p.hypervisor.networking == tmp_path / "Library/Preferences/VMware Fusion/networking"
+    assert p.hypervisor.dhcpd_conf(2) == tmp_path / "Library/Preferences/VMware Fusion/vmnet2/dhcpd.conf"
+    assert p.hypervisor.leases(2) == tmp_path / "var/db/vmware/vmnet-dhcpd-vmnet2.leases"
+    assert p.hypervisor.network_tool == tmp_path / "Applications/VMware Fusion.app/Contents/Library/vmnet-cli"
     assert p.unit_dir == tmp_path / "Library/LaunchDaemons"
     monkeypatch.setenv("LABCTL_PLATFORM", "linux")
     p = Paths.detect()
-    assert p.networking == tmp_path / "etc/vmware/networking"
-    assert p.dhcpd_conf(2) == tmp_path / "etc/vmware/vmnet2/dhcpd/dhcpd.conf"
-    assert p.leases(2) == tmp_path / "etc/vmware/vmnet2/dhcpd/dhcpd.leases"
-    assert p.network_tool == tmp_path / "usr/bin/vmware-networks"
+    assert p.hypervisor.networking == tmp_path / "etc/vmware/networking"
+    assert p.hypervisor.dhcpd_conf(2) == tmp_path / "etc/vmware/vmnet2/dhcpd/dhcpd.conf"
+    assert p.hypervisor.leases(2) == tmp_path / "etc/vmware/vmnet2/dhcpd/dhcpd.leases"
+    assert p.hypervisor.network_tool == tmp_path / "usr/bin/vmware-networks"
     assert p.unit_dir == tmp_path / "etc/systemd/system"
     assert str(p.state_dir).startswith(str(tmp_path))
     monkeypatch.setenv("LABCTL_PLATFORM", "windows")

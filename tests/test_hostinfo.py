@@ -92,9 +92,9 @@ def test_fusion_version_and_apple_dhcp(tmp_path):
     contents = tmp_path / "Applications/VMware Fusion.app/Contents"
     contents.mkdir(parents=True)
     (contents / "Info.plist").write_bytes(plistlib.dumps({"CFBundleShortVersionString": "12.1.2"}))
-    assert hostinfo.vmware_version(Paths("darwin", tmp_path)) == "12.1.2"
+    assert Paths("darwin", tmp_path).hypervisor.version() == "12.1.2"
     assert hostinfo.uses_apple_dhcp("12.1.2", "11.6")
     assert hostinfo.uses_apple_dhcp("12.0.0", "11.0.1")
     assert not hostinfo.uses_apple_dhcp("12.2.0", "11.6")
     assert not hostinfo.uses_apple_dhcp("12.1.2", "12.0")
-    assert hostinfo.vmware_version(Paths("darwin", tmp_path / "nothing")) is None
+    assert Paths("darwin", tmp_path / "nothing").hypervisor.version() is None

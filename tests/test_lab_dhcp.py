@@ -117,16 +117,16 @@ def make_vmnet(root: Path, platform: str, layout: str) -> Vmnet:
         number, net = 2, ipaddress.IPv4Network("192.168.99.0/24")
         networking = networking_text({2: (str(net), False), 8: ("192.168.177.0/24", True)}).encode()
         conf = render_dhcpd_conf(number, net)
-    paths.networking.parent.mkdir(parents=True, exist_ok=True)
-    paths.networking.write_bytes(networking)
-    conf_path = paths.dhcpd_conf(number)
+    paths.hypervisor.networking.parent.mkdir(parents=True, exist_ok=True)
+    paths.hypervisor.networking.write_bytes(networking)
+    conf_path = paths.hypervisor.dhcpd_conf(number)
     conf_path.parent.mkdir(parents=True, exist_ok=True)
     conf_path.write_bytes(conf)
     m = re.search(rb"range ([\d.]+) ([\d.]+);", conf)
     assert m, "the dhcpd.conf under test has no dynamic range"
     dynamic = (ipaddress.IPv4Address(m.group(1).decode()), ipaddress.IPv4Address(m.group(2).decode()))
-    paths.leases(number).parent.mkdir(parents=True, exist_ok=True)
-    return Vmnet(root, platform, number, net, conf_path, paths.leases(number), dynamic)
+    paths.hypervisor.leases(number).parent.mkdir(parents=True, exist_ok=True)
+    return Vmnet(root, platform, number, net, conf_path, paths.hypervisor.leases(number), dynamic)
 
 
 @pytest.fixture

@@ -56,10 +56,8 @@ def show(vm: str | None, fmt: str, *, open_console: bool, dry_run: bool,
     running = None
     if not dry_run:
         from labctl.errors import LabctlError
-        from labctl.hypervisor.vmware import vmrun
-
         try:
-            running = vmrun.running_vms(paths)
+            running = paths.hypervisor.running_vms()
         except LabctlError:
             running = None  # vmrun start below reports a missing or failing vmrun itself
     plan = guides.open_console_plan(paths, info, running)

@@ -23,12 +23,11 @@ def ls(vmnet: str = VMNET, json: bool = typer.Option(False, "--json", help="Prin
     Example: labctl dhcp ls --vmnet vmnet2
     """
     from labctl import ui
-    from labctl.hypervisor.vmware import lab
     from labctl.paths import Paths, parse_vmnet
 
-    paths = Paths.detect()
-    numbers = [parse_vmnet(vmnet)] if vmnet else sorted(lab.dhcpd_files(paths))
-    confs = [(n, lab.read_dhcpd(paths, n)[1]) for n in numbers]  # every file read before output
+    hv = Paths.detect().hypervisor
+    numbers = [parse_vmnet(vmnet)] if vmnet else sorted(hv.dhcp_config_files())
+    confs = [(n, hv.read_reservations(n)[1]) for n in numbers]  # every file read before output
     if json:  # streamed: 50,000 reservations do not become one string
         ui.stream_document("reservations", "reservations",
                            ({"vmnet": f"vmnet{n}", **h.as_dict()} for n, conf in confs for h in conf.hosts))
@@ -58,20 +57,19 @@ def reserve(
 
     Example: labctl dhcp reserve lab --mac 00:50:56:2a:bb:cc --ip auto --vmnet vmnet2
     """
-    from labctl import ui
+    from labctl import ui, validate
     from labctl.commands.common import apply, changing
-    from labctl.hypervisor.vmware import lab
-    from labctl.hypervisor.vmware.dhcpd import check_name, normalize_mac, parse_ip
+    from labctl.hypervisor.base import ReservationRequest
     from labctl.paths import Paths
 
-    check_name(name)
-    mac = normalize_mac(mac)
-    wanted = None if ip == "auto" else str(parse_ip(ip))
+    validate.reservation_name(name)
+    mac = validate.mac(mac)
+    wanted = None if ip == "auto" else str(validate.ip(ip))
     paths = Paths.detect()
     with changing(paths, dry_run):
-        n = lab.resolve_vmnet(paths, vmnet)
-        plan, chosen = lab.plan_reserve(paths, lab.ReservationRequest(name, mac, wanted, n),
-                                        restart=not no_restart)
+        n = paths.hypervisor.resolve_network(vmnet)
+        plan, chosen = paths.hypervisor.plan_reserve(ReservationRequest(name, mac, wanted, n),
+                                                     restart=not no_restart)
         apply(plan, paths, dry_run)
     if not dry_run and not plan.empty:
         ui.info(f"reserved {chosen} for {name} ({mac}) on vmnet{n}")
@@ -89,13 +87,12 @@ def release(
 
     Example: labctl dhcp release lab --vmnet vmnet2
     """
+    from labctl import validate
     from labctl.commands.common import apply, changing
-    from labctl.hypervisor.vmware import lab
-    from labctl.hypervisor.vmware.dhcpd import check_name
     from labctl.paths import Paths
 
-    check_name(name)
+    validate.reservation_name(name)
     paths = Paths.detect()
     with changing(paths, dry_run):
-        n = lab.resolve_vmnet(paths, vmnet)
-        apply(lab.plan_release(paths, name, n, restart=not no_restart), paths, dry_run)
+        n = paths.hypervisor.resolve_network(vmnet)
+        apply(paths.hypervisor.plan_release(name, n, restart=not no_restart), paths, dry_run)

@@ -62,10 +62,10 @@ def complete_vmnet(incomplete: str) -> list[str]:
     """vmnetN from VMware's networking file, and 'auto'."""
     words = ["auto"]
     try:
-        from labctl.hypervisor.vmware.networking import NetworkingFile
         from labctl.paths import Paths
 
-        net = NetworkingFile.parse(Paths.detect().networking.read_bytes())
+        hv = Paths.detect().hypervisor
+        net = hv.parse_networks(hv.networking.read_bytes())
         words += [f"vmnet{n}" for n in net.vmnets]
     except Exception:
         pass

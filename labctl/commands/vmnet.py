@@ -21,10 +21,9 @@ def ls(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     Example: labctl vmnet ls --json
     """
     from labctl import ui
-    from labctl.hypervisor.vmware import facts
     from labctl.paths import Paths
 
-    rows = facts.vmnet_rows(Paths.detect())
+    rows = Paths.detect().hypervisor.network_rows()
     if json:
         ui.print_document("vmnets", {"vmnets": rows})
         return
@@ -47,15 +46,14 @@ def create(
 
     Example: labctl vmnet create --subnet 192.168.99.0/24 --dry-run
     """
-    from labctl import ui
+    from labctl import ui, validate
     from labctl.commands.common import apply, changing
-    from labctl.hypervisor.vmware import lab
     from labctl.paths import Paths
 
-    lab.parse_subnet(subnet)
+    validate.vmnet_subnet(subnet)
     paths = Paths.detect()
     with changing(paths, dry_run):
-        plan, number = lab.plan_vmnet_create(paths, vmnet, subnet)
+        plan, number = paths.hypervisor.plan_network_create(vmnet, subnet)
         apply(plan, paths, dry_run)
     if not dry_run and not plan.empty:
         ui.info(f"created vmnet{number} on {subnet}")

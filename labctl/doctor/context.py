@@ -21,8 +21,6 @@ from labctl.paths import Paths
 
 __all__ = ["BoundedRunner", "CommandAnswer", "Context", "MachineRecord", "Target"]
 
-FUSION_APP = "/Applications/VMware Fusion.app"
-WORKSTATION_DIRS = ("/usr/lib/vmware", "/usr/bin/vmware")
 
 
 @dataclass(frozen=True)
@@ -90,21 +88,14 @@ class Context(Facts):
         return f"Linux {platform.release()}" + (f" ({release})" if release else "")
 
     @probe
-    def vmware_install(self) -> Path | None:
+    def hypervisor_install(self) -> Path | None:
         """The Fusion app bundle, or Workstation's install dir/binary; None when absent."""
-        candidates = [FUSION_APP] if self.platform == "darwin" else list(WORKSTATION_DIRS)
-        for c in candidates:
-            p = self.paths.host(c)
-            if p.exists():
-                return p
-        return None
+        return self.paths.hypervisor.install_location()
 
     @probe
-    def vmware_version(self) -> str | None:
+    def hypervisor_version(self) -> str | None:
         """Fusion: Info.plist CFBundleShortVersionString; Workstation: /etc/vmware/config."""
-        from labctl.hostinfo import vmware_version
-
-        return vmware_version(self.paths)
+        return self.paths.hypervisor.version()
 
     @probe
     def executable(self, path: str) -> bool:
@@ -134,7 +125,6 @@ class Context(Facts):
     # ---- what to examine --------------------------------------------------------------------------
     @probe
     def target(self) -> Target:
-        from labctl.hypervisor.vmware import lab
         from labctl.paths import parse_vmnet
 
         machines = self.recorded_machines()
@@ -150,7 +140,7 @@ class Context(Facts):
             elif record is not None and self.machine_vmnet(record.name) is not None:
                 vmnet = self.machine_vmnet(record.name)
             else:
-                vmnet = lab.resolve_vmnet(self.paths, None)
+                vmnet = self.paths.hypervisor.resolve_network(None)
         except Exception as exc:  # reported by the checks that need the vmnet
             error = exc
         return Target(name, record, vmnet, error, machines)
@@ -181,10 +171,9 @@ class Context(Facts):
 
     @probe
     def leases(self, path: Path) -> Any:
-        from labctl.hypervisor.vmware import leases
         from labctl.text import read
 
-        return leases.parse(read(path, "DHCP leases file"))
+        return self.paths.hypervisor.parse_leases(read(path, "DHCP leases file"))
 
     def vmx(self) -> Any:
         return self.vmx_file(self.record().name).vmx
@@ -203,11 +192,9 @@ class Context(Facts):
     @probe
     def network_status(self) -> Any:
         """``vmnet-cli --status`` / ``vmware-networks --status``, parsed."""
-        from labctl.hypervisor.vmware import tools
-
-        cmd = tools.status_command(self.paths)
+        cmd = self.paths.hypervisor.status_command()
         answer = self.run(*cmd.argv)
-        return answer, tools.parse_status(answer.stdout)
+        return answer, self.paths.hypervisor.parse_status(answer.stdout)
 
     @probe
     def host_adapter(self) -> Any:

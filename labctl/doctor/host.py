@@ -7,11 +7,9 @@ import shlex
 from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 
-FUSION_URL = "https://www.vmware.com/products/desktop-hypervisor/workstation-and-fusion"
-def arm_alternative(name: str) -> str:
-    from labctl.hypervisor.vmware.preflight import adopt_hint
 
-    return "boot2docker is x86-only; " + adopt_hint(name)
+def arm_alternative(ctx: Context, name: str) -> str:
+    return "boot2docker is x86-only; " + ctx.paths.hypervisor.adopt_hint(name)
 
 
 def _q(path: object) -> str:
@@ -20,10 +18,8 @@ def _q(path: object) -> str:
 
 def network_restart_fix(ctx: Context) -> str:
     """The restart ``up`` runs (the network tool adapter's commands), to paste with sudo."""
-    from labctl.hypervisor.vmware import tools
-
     return " && ".join(("sudo " if c.sudo else "") + shlex.join(c.argv)
-                       for c in tools.restart_commands(ctx.paths))
+                       for c in ctx.paths.hypervisor.restart_commands())
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:
@@ -34,7 +30,7 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
 
 @check("host.platform", "Platform")
 def platform_ok(ctx: Context) -> Result:
-    product = ctx.paths.product
+    product = ctx.paths.hypervisor.product
     return ok(f"{ctx.os_description()} on {ctx.arch()} ({product})")
 
 
@@ -50,34 +46,33 @@ def arch_ok(ctx: Context) -> Result:
         return ok(f"{arch}: {rec.name} is an adopted VM (docker-machine's generic driver)")
     where = "Apple Silicon" if ctx.platform == "darwin" else f"an {arch} host"
     return fail(f"{where}: boot2docker and docker-machine's VMware drivers cannot run here",
-                arm_alternative(rec.name if rec is not None else "lab"))
+                arm_alternative(ctx, rec.name if rec is not None else "lab"))
 
 
 @check("host.vmware", "VMware installed")
 def vmware_installed(ctx: Context) -> Result:
-    product = ctx.paths.product
-    where = ctx.vmware_install()
+    product = ctx.paths.hypervisor.product
+    where = ctx.hypervisor_install()
     if where is None:
-        looked = "/Applications/VMware Fusion.app" if ctx.platform == "darwin" \
-            else "/usr/lib/vmware or /usr/bin/vmware"
+        looked = " or ".join(ctx.paths.hypervisor.install_places)
         return fail(f"{product} is not installed (looked for {looked})",
-                    f"install {product} from {FUSION_URL}")
-    version = ctx.vmware_version()
+                    f"install {product} from {ctx.paths.hypervisor.product_url}")
+    version = ctx.hypervisor_version()
     return ok(f"{product} {version or '(version unreadable)'} at {where}")
 
 
 @check("host.network_tool", "VMware network tool present", requires=("host.vmware",))
 def network_tool(ctx: Context) -> Result:
-    tool = ctx.paths.network_tool
+    tool = ctx.paths.hypervisor.network_tool
     if ctx.executable(str(tool)):
         return ok(str(tool))
     return fail(f"{tool.name} not found or not executable at {tool}",
-                f"reinstall {ctx.paths.product}; {tool.name} ships with it")
+                f"reinstall {ctx.paths.hypervisor.product}; {tool.name} ships with it")
 
 
 @check("host.vmrun", "vmrun present", requires=("host.vmware",))
 def vmrun(ctx: Context) -> Result:
-    path = ctx.paths.vmrun
+    path = ctx.paths.hypervisor.vmrun
     if ctx.executable(str(path)):
         return ok(str(path))
     if ctx.platform == "darwin":
@@ -94,7 +89,7 @@ def dhcp_server(ctx: Context) -> Result:
     """Fusion 12.0/12.1 on macOS 11 handed DHCP to Apple's bootpd (/var/db/dhcpd_leases)."""
     if ctx.platform != "darwin":
         return ok("VMware's vmnet-dhcpd reads the vmnet's dhcpd.conf")
-    fusion = ctx.vmware_version()
+    fusion = ctx.hypervisor_version()
     macos = ctx.macos_version()
     if fusion is None or macos is None:
         return warn(f"cannot tell which DHCP server applies (Fusion {fusion or '?'}, macOS "
@@ -103,7 +98,7 @@ def dhcp_server(ctx: Context) -> Result:
                     "12.2 or later use VMware's DHCP server")
     if version_tuple(fusion)[:2] in ((12, 0), (12, 1)) and version_tuple(macos)[:1] == (11,):
         return warn(f"Fusion {fusion} on macOS {macos} uses Apple's DHCP server (bootpd, leases "
-                    f"in {ctx.paths.apple_leases}); it ignores reservations in dhcpd.conf",
+                    f"in {ctx.paths.hypervisor.apple_leases}); it ignores reservations in dhcpd.conf",
                     "upgrade to Fusion 12.2 or later (VMware's DHCP server again), or reserve the "
                     "address in Apple's /etc/bootptab instead")
     return ok(f"VMware's vmnet-dhcpd (Fusion {fusion} on macOS {macos}) reads dhcpd.conf")
@@ -112,4 +107,4 @@ def dhcp_server(ctx: Context) -> Result:
 def uses_apple_dhcp(ctx: Context) -> bool:
     from labctl.hostinfo import uses_apple_dhcp as apple
 
-    return ctx.platform == "darwin" and apple(ctx.vmware_version(), ctx.macos_version())
+    return ctx.platform == "darwin" and apple(ctx.hypervisor_version(), ctx.macos_version())

@@ -20,13 +20,12 @@ from labctl.validate import shell
 @check("lease.fixed_ip", "VM holds the reserved IP",
        requires=("reservation.mac", "reservation.ip", "vmnet.services"))
 def fixed_ip(ctx: Context) -> Result:
-    from labctl.hypervisor.vmware.leases import latest_for
-
     rec = ctx.record()
     host = ctx.reservation()
     mac = host.mac or rec.mac or ""
     apple = uses_apple_dhcp(ctx)
-    path = ctx.paths.apple_leases if apple else ctx.paths.leases(ctx.vmnet_number())
+    hv = ctx.paths.hypervisor
+    path = hv.apple_leases if apple else hv.leases(ctx.vmnet_number())
     renew = (f"{network_restart_fix(ctx)} && docker-machine restart {shell(rec.name)}")
     try:
         leases = ctx.leases(path)
@@ -35,7 +34,7 @@ def fixed_ip(ctx: Context) -> Result:
             return warn(f"no leases file at {path}: the vmnet's DHCP server has not served yet",
                         network_restart_fix(ctx))
         return warn(exc.message, exc.remedy or f"sudo labctl doctor {shell(rec.name)}")
-    lease = latest_for(leases, mac)
+    lease = ctx.paths.hypervisor.latest_lease(leases, mac)
     now = datetime.now(UTC)
     if lease is None:
         if apple:

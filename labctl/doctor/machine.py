@@ -30,7 +30,7 @@ def exists(ctx: Context) -> Result:
 def _hung_fix(ctx: Context) -> str:
     rec = ctx.record()
     if rec.vmx:
-        return (f"the VM or VMware hangs: {shlex.quote(str(ctx.paths.vmrun))} stop "
+        return (f"the VM or VMware hangs: {shlex.quote(str(ctx.paths.hypervisor.vmrun))} stop "
                 f"{shlex.quote(rec.vmx)} hard && docker-machine start {shell(rec.name)}")
     return f"the VM or VMware hangs: docker-machine restart {shell(rec.name)}"
 

@@ -9,7 +9,6 @@ from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
 from labctl.doctor.host import network_restart_fix
 from labctl.errors import LabctlError
-from labctl.hypervisor.vmware.dhcpd import END_MARKER
 from labctl.validate import shell
 
 
@@ -21,13 +20,14 @@ def reserve_fix(ctx: Context, mac: str | None = None, ip: str | None = None) -> 
 
 @check("reservation.conf", "vmnet dhcpd.conf readable", requires=("vmnet.exists",))
 def conf(ctx: Context) -> Result:
-    path = ctx.paths.dhcpd_conf(ctx.vmnet_number())
+    path = ctx.paths.hypervisor.dhcpd_conf(ctx.vmnet_number())
     try:
         c = ctx.dhcpd()
     except LabctlError as exc:
         fix = exc.remedy
         if fix is None and ctx.platform == "darwin":
-            fix = f"let Fusion regenerate it: sudo {shlex.quote(str(ctx.paths.network_tool))} --configure"
+            tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
+            fix = f"let Fusion regenerate it: sudo {tool} --configure"
         return fail(exc.message, fix or f"restore {path} from a backup (labctl keeps them in "
                                         f"{ctx.paths.backup_dir}) or let VMware regenerate it")
     sub = c.subnet
@@ -40,18 +40,18 @@ def conf(ctx: Context) -> Result:
 @check("reservation.protected", "DO-NOT-MODIFY section intact", requires=("reservation.conf",))
 def protected(ctx: Context) -> Result:
     c = ctx.dhcpd()
-    path = ctx.paths.dhcpd_conf(ctx.vmnet_number())
+    path = ctx.paths.hypervisor.dhcpd_conf(ctx.vmnet_number())
     if c.has_protected_section:
         return ok("its End line is present; reservations follow it")
     if ctx.platform == "darwin":
-        tool = shlex.quote(str(ctx.paths.network_tool))
+        tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
         fix = (f"sudo cp {shlex.quote(str(path))} {shlex.quote(str(path) + '.broken')} && "
                f"sudo {tool} --configure && {network_restart_fix(ctx)}")
     else:
         fix = ("let VMware rewrite it: open the Virtual Network Editor (sudo vmware-netcfg), "
                "apply, then restore your reservations with labctl dhcp reserve")
-    return fail(f"{path} has no '{END_MARKER}' line: VMware's section is damaged and labctl will "
-                "not edit the file", fix)
+    return fail(f"{path} has no '{ctx.paths.hypervisor.protected_marker}' line: VMware's section is "
+                "damaged and labctl will not edit the file", fix)
 
 
 @check("reservation.exists", "Reservation for the lab machine",

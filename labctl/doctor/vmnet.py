@@ -17,14 +17,14 @@ def _set_answer_fix(ctx: Context, key: str, value: str) -> str:
     """A pasteable edit of one networking answer, then regenerate and restart."""
     v = ctx.vmnet()
     n = v.number
-    path = shlex.quote(str(ctx.paths.networking))
+    path = shlex.quote(str(ctx.paths.hypervisor.networking))
     line = f"answer VNET_{n}_{key} {value}"
     if key in v.answers:
         inplace = "-i ''" if ctx.platform == "darwin" else "-i"
         edit = f"sudo sed {inplace} 's/^answer VNET_{n}_{key} .*/{line}/' {path}"
     else:
         edit = f"echo '{line}' | sudo tee -a {path}"
-    tool = shlex.quote(str(ctx.paths.network_tool))
+    tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
     configure = f" && sudo {tool} --configure" if ctx.platform == "darwin" else ""
     return f"{edit}{configure} && {network_restart_fix(ctx)}"
 
@@ -56,7 +56,8 @@ def exists(ctx: Context) -> Result:
     v = ctx.vmnet()
     if v is None:
         have = ", ".join(f"vmnet{k}" for k in ctx.networking().vmnets) or "none"
-        return fail(f"vmnet{n} is not in {ctx.paths.networking} (it has {have})", create_fix(ctx, n))
+        return fail(f"vmnet{n} is not in {ctx.paths.hypervisor.networking} (it has {have})",
+                    create_fix(ctx, n))
     label = f" \"{v.display_name}\"" if v.display_name else ""
     return ok(f"vmnet{n}{label}: {v.kind}, {v.network or 'no subnet'}")
 
@@ -123,7 +124,7 @@ def interface(ctx: Context) -> Result:
 def services(ctx: Context) -> Result:
     n = ctx.vmnet_number()
     v = ctx.vmnet()
-    tool = ctx.paths.network_tool
+    tool = ctx.paths.hypervisor.network_tool
     try:
         answer, status = ctx.network_status()
     except CommandTimeout:

@@ -128,7 +128,7 @@ def _launchctl(paths: Paths) -> str:
 
 
 def _systemctl(paths: Paths) -> str:
-    return str(paths._which("systemctl", "/bin/systemctl"))
+    return str(paths.which("systemctl", "/bin/systemctl"))
 
 
 _READ: Any = object()  # plan_persist/plan_unpersist read the unit file themselves

@@ -68,7 +68,7 @@ class LinuxTable(RouteTable):
 
     @property
     def ip(self) -> str:
-        return str(self.paths._which("ip", "/sbin/ip"))
+        return str(self.paths.which("ip", "/sbin/ip"))
 
     def read_argv(self) -> list[str]:
         return [self.ip, "-4", "-j", "route", "show", "table", "main"]

@@ -27,7 +27,8 @@ def install_or_start(paths: Paths) -> str:
 
 
 def read_networking(paths: Paths) -> tuple[bytes, NetworkingFile]:
-    data = read(paths.networking, f"{paths.product} networking file", missing=install_or_start(paths))
+    hv = paths.hypervisor
+    data = read(hv.networking, f"{hv.product} networking file", missing=install_or_start(paths))
     return data, NetworkingFile.parse(data)
 
 
@@ -35,10 +36,11 @@ def read_dhcpd(paths: Paths, vmnet: int) -> tuple[bytes, DhcpdConf]:
     restart = ("'/Applications/VMware Fusion.app/Contents/Library/vmnet-cli' --configure"
                if paths.platform == "darwin" else "vmware-networks --start")
     try:
-        data = read(paths.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf",
-                    missing=f"{paths.product} writes it when its networking starts: sudo {restart}")
+        data = read(paths.hypervisor.dhcpd_conf(vmnet), f"vmnet{vmnet} dhcpd.conf",
+                    missing=f"{paths.hypervisor.product} writes it when its networking starts: "
+                            f"sudo {restart}")
     except PreconditionMissing as exc:
-        if paths.networking.is_file():
+        if paths.hypervisor.networking.is_file():
             _, net = read_networking(paths)
             if vmnet not in net.vmnets:  # not VMware's doing: there is no such vmnet
                 raise InvalidInput(f"there is no vmnet{vmnet} ({exc.message})",
@@ -68,10 +70,9 @@ def resolve_vmnet(paths: Paths, requested: str | None) -> int:
 
 
 def host_networks() -> list[tuple[str, ipaddress.IPv4Network]]:
-    """Networks directly attached to the host's interfaces (netifaces)."""
-    from labctl.hostinfo import host_addresses
+    from labctl.hostinfo import host_networks
 
-    return [(ifname, iface.network) for ifname, iface in host_addresses()]
+    return host_networks()
 
 
 def interface_address(name: str) -> str | None:
@@ -118,4 +119,4 @@ def _vmnet_row(v: Vmnet, adapter: Any, bridges: bool) -> dict[str, Any]:
 
 def dhcpd_files(paths: Paths) -> dict[int, Path]:
     _, nf = read_networking(paths)
-    return {n: paths.dhcpd_conf(n) for n in nf.vmnets if paths.dhcpd_conf(n).exists()}
+    return {n: paths.hypervisor.dhcpd_conf(n) for n in nf.vmnets if paths.hypervisor.dhcpd_conf(n).exists()}

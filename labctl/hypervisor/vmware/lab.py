@@ -7,12 +7,12 @@ import ipaddress
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import fileops
 from labctl import state as labstate
 from labctl.errors import Conflict, MalformedFile, PreconditionMissing
+from labctl.hypervisor.base import ReservationRequest  # noqa: F401  (re-exported)
 from labctl.hypervisor.vmware import tools
 from labctl.hypervisor.vmware.dhcpd import DhcpdConf, normalize_mac, validate_edit
 from labctl.hypervisor.vmware.facts import (  # noqa: F401  (re-exported: lab is the public face)
@@ -32,7 +32,7 @@ from labctl.text import encode
 
 
 def lease_backup_step(paths: Paths, vmnet: int) -> Step:
-    lease = paths.leases(vmnet)
+    lease = paths.hypervisor.leases(vmnet)
 
     def fn(ctx: ExecContext) -> None:
         if not lease.exists():
@@ -58,13 +58,13 @@ def restart_hint(paths: Paths) -> str:
 def tool_preflight_step(paths: Paths) -> Step:
     """Runs first in a plan that restarts networking: a missing tool must stop the plan before
     any file is written, not after."""
-    tool = paths.network_tool
+    tool = paths.hypervisor.network_tool
 
     def fn(ctx: ExecContext) -> None:
         if not os.access(tool, os.X_OK):
             raise PreconditionMissing(
                 f"{tool} not found, so networking could not be restarted; nothing was changed",
-                f"install {paths.product}, or pass --no-restart and restart it yourself")
+                f"install {paths.hypervisor.product}, or pass --no-restart and restart it yourself")
 
     return Step(description=f"check that {tool.name} is installed", fn=fn)
 
@@ -74,22 +74,14 @@ def add_restart(plan: Plan, paths: Paths, vmnet: int, restart: bool) -> None:
         plan.changes.insert(0, tool_preflight_step(paths))
         plan.add(lease_backup_step(paths, vmnet))
         plan.add(Run(tools.restart_commands(paths),
-                     description=f"restart {paths.product} networking (running VMs lose "
+                     description=f"restart {paths.hypervisor.product} networking (running VMs lose "
                                  "their network for a few seconds)"))
     else:
         plan.after.append(f"networking was not restarted; to apply the change run: {restart_hint(paths)}")
 
 
-@dataclass
-class ReservationRequest:
-    name: str
-    mac: str
-    ip: str | None  # None = auto
-    vmnet: int
-
-
 def plan_reserve(paths: Paths, req: ReservationRequest, restart: bool = True) -> tuple[Plan, str]:
-    conf_path = paths.dhcpd_conf(req.vmnet)
+    conf_path = paths.hypervisor.dhcpd_conf(req.vmnet)
     old, conf = read_dhcpd(paths, req.vmnet)
     new_text, ip = conf.plan_reserve(req.name, req.mac, req.ip)
     plan = Plan(f"reserve {ip} for {req.name} on vmnet{req.vmnet}")
@@ -111,8 +103,8 @@ def _refuse_mac_on_other_vmnet(paths: Paths, req: ReservationRequest) -> None:
     shadowed by this one, so the MAC may be reserved on one vmnet only."""
     pattern = "vmnet*/dhcpd.conf" if paths.platform == "darwin" else "vmnet*/dhcpd/dhcpd.conf"
     files: dict[int, bytes] = {}
-    for path in sorted(paths.vmware_dir.glob(pattern)):
-        digits = path.relative_to(paths.vmware_dir).parts[0][len("vmnet"):]
+    for path in sorted(paths.hypervisor.config_dir.glob(pattern)):
+        digits = path.relative_to(paths.hypervisor.config_dir).parts[0][len("vmnet"):]
         if not digits.isdigit():
             continue
         try:
@@ -136,14 +128,14 @@ def refuse_mac_elsewhere(paths: Paths, files: Mapping[int, bytes], vmnet: int, m
         for h in other.hosts:
             if mac in h.macs:
                 how = (f"labctl dhcp release {shlex.quote(h.name)} --vmnet vmnet{number}" if h.managed
-                       else f"remove host {h.name} from {paths.dhcpd_conf(number)}")
+                       else f"remove host {h.name} from {paths.hypervisor.dhcpd_conf(number)}")
                 raise Conflict(f"MAC {mac} is already reserved on vmnet{number} by host {h.name!r} "
                                f"(line {h.line}); docker-machine would read only one of the two",
                                f"release it there first: {how}")
 
 
 def plan_release(paths: Paths, name: str, vmnet: int, restart: bool = True) -> Plan:
-    conf_path = paths.dhcpd_conf(vmnet)
+    conf_path = paths.hypervisor.dhcpd_conf(vmnet)
     old, conf = read_dhcpd(paths, vmnet)
     new_text = conf.plan_release(name)
     plan = Plan(f"release {name} on vmnet{vmnet}")
@@ -195,7 +187,7 @@ def plan_vmnet_create(paths: Paths, requested: str | None, subnet: str,
     net = parse_subnet(subnet)
     old, _ = read_networking(paths)
     return vmnet_create_plan(paths, old, host_networks(), requested, net, restart=restart,
-                             dhcpd_exists=lambda n: paths.dhcpd_conf(n).exists())
+                             dhcpd_exists=lambda n: paths.hypervisor.dhcpd_conf(n).exists())
 
 
 def vmnet_create_plan(paths: Paths, old: bytes, host_nets: Iterable[tuple[str, ipaddress.IPv4Network]],
@@ -229,17 +221,18 @@ def vmnet_create_plan(paths: Paths, old: bytes, host_nets: Iterable[tuple[str, i
                        ("HOSTONLY_SUBNET", str(net.network_address)), ("VIRTUAL_ADAPTER", "yes")):
         nf.set_answer(number, key, value)
     new = nf.dump()
-    plan.add(WriteFile(paths.networking, old, new,
-                       description=f"add vmnet{number} (host-only, DHCP, host adapter) to {paths.networking}",
+    hv = paths.hypervisor
+    plan.add(WriteFile(hv.networking, old, new,
+                       description=f"add vmnet{number} (host-only, DHCP, host adapter) to {hv.networking}",
                        validate=lambda data: _check_vmnet(data, number, net)))
     if paths.platform == "linux" and not dhcpd_exists(number):
-        plan.add(WriteFile(paths.dhcpd_conf(number), None, render_dhcpd_conf(number, net),
+        plan.add(WriteFile(paths.hypervisor.dhcpd_conf(number), None, render_dhcpd_conf(number, net),
                            description=f"write vmnet{number}'s dhcpd.conf"))
     configure = tools.configure_command(paths)
     if configure:
         plan.add(configure_step(paths, configure))
     if restart:
-        plan.add(Run(tools.restart_commands(paths), description=f"restart {paths.product} networking"))
+        plan.add(Run(tools.restart_commands(paths), description=f"restart {hv.product} networking"))
     plan.add(labstate.update_step(paths, f"record vmnet{number} as created by labctl",
                                   record_vmnet(number, net, pending=not restart)))
     return plan, number
@@ -285,7 +278,7 @@ def configure_step(paths: Paths, configure: Command) -> Step:
 
 def restore_blocks(ctx: ExecContext, paths: Paths, vmnet: int, blocks: dict[str, str]) -> list[str]:
     """Append labctl blocks that are missing from a vmnet's dhcpd.conf; returns their names."""
-    path = paths.dhcpd_conf(vmnet)
+    path = paths.hypervisor.dhcpd_conf(vmnet)
     try:
         old = path.read_bytes()
         conf = DhcpdConf.parse(old)

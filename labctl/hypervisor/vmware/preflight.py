@@ -48,7 +48,7 @@ def refuse_unworkable(paths: Paths, machines: Iterable[MachineSpec],
                     f"x86-only, so {m.name} cannot be created; nothing was changed",
                     adopt_hint(m.name))
     if paths.platform == "darwin" and machines:
-        fusion = hostinfo.vmware_version(paths)
+        fusion = paths.hypervisor.version()
         macos = hostinfo.macos_version(paths, env)
         if hostinfo.uses_apple_dhcp(fusion, macos):
             raise PreconditionMissing(

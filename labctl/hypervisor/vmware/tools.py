@@ -45,7 +45,7 @@ def parse_status(text: str) -> NetworkStatus:
 
 
 def tool(paths: Paths) -> str:
-    return str(paths.network_tool)
+    return str(paths.hypervisor.network_tool)
 
 
 def restart_commands(paths: Paths) -> list[Command]:

@@ -45,17 +45,17 @@ def normalize(name: str) -> str:
 
 
 def list_command(paths: Paths) -> Command:
-    return Command([str(paths.vmrun), "list"], timeout=LIST_TIMEOUT)
+    return Command([str(paths.hypervisor.vmrun), "list"], timeout=LIST_TIMEOUT)
 
 
 def start_command(paths: Paths, vmx: Path | str, gui: bool = True) -> Command:
     """``vmrun start VMX gui``: power the VM on with its console window."""
-    return Command([str(paths.vmrun), "start", str(vmx), "gui" if gui else "nogui"],
+    return Command([str(paths.hypervisor.vmrun), "start", str(vmx), "gui" if gui else "nogui"],
                    timeout=START_TIMEOUT)
 
 
 def available(paths: Paths) -> bool:
-    return paths.vmrun.is_file()
+    return paths.hypervisor.vmrun.is_file()
 
 
 def running_vms(paths: Paths, runner=None) -> list[str]:
@@ -64,8 +64,8 @@ def running_vms(paths: Paths, runner=None) -> list[str]:
 
     if not available(paths):
         raise PreconditionMissing(
-            f"vmrun not found at {paths.vmrun}",
-            f"install {paths.product} or put vmrun on your PATH")
+            f"vmrun not found at {paths.hypervisor.vmrun}",
+            f"install {paths.hypervisor.product} or put vmrun on your PATH")
     cmd = list_command(paths)
     result = (runner or Runner()).run(cmd.argv, timeout=cmd.timeout, check=False)
     if not result.ok:
@@ -84,9 +84,9 @@ def _vmrun(paths: Paths, runner, *args: str, timeout: float):
     from labctl.runner import Runner
 
     if not available(paths):
-        raise PreconditionMissing(f"vmrun not found at {paths.vmrun}",
-                                  f"install {paths.product} or put vmrun on your PATH")
-    return (runner or Runner()).run([str(paths.vmrun), *args], timeout=timeout, check=False)
+        raise PreconditionMissing(f"vmrun not found at {paths.hypervisor.vmrun}",
+                                  f"install {paths.hypervisor.product} or put vmrun on your PATH")
+    return (runner or Runner()).run([str(paths.hypervisor.vmrun), *args], timeout=timeout, check=False)
 
 
 def is_running(paths: Paths, vmx: Path | str, runner=None) -> bool:
@@ -97,7 +97,7 @@ def is_running(paths: Paths, vmx: Path | str, runner=None) -> bool:
 
 def stop_command(paths: Paths, vmx: Path | str, hard: bool = False) -> Command:
     """``vmrun stop VMX soft``: the guest shuts down cleanly (``hard``: power off)."""
-    return Command([str(paths.vmrun), "stop", str(vmx), "hard" if hard else "soft"],
+    return Command([str(paths.hypervisor.vmrun), "stop", str(vmx), "hard" if hard else "soft"],
                    timeout=START_TIMEOUT)
 
 
