@@ -115,6 +115,10 @@ def test_wheel_carries_licence_templates_and_schemas(dists):
     names = zipfile.ZipFile(dists["wheel"]).namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     assert "labctl/templates/vmware/dhcpd.conf.j2" in names
+    # the hypervisor seam: the interface, the registry and VMware's folder behind it
+    assert {"labctl/hypervisor/__init__.py", "labctl/hypervisor/base.py",
+            "labctl/hypervisor/vmware/driver.py", "labctl/hypervisor/vmware/dhcpd.py",
+            "labctl/hypervisor/vmware/nic.py"} <= set(names)
     meta = zipfile.ZipFile(dists["wheel"]).read(
         next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "Name: labctl-vmware" in meta and "License-Expression: MIT" in meta
