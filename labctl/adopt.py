@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labctl.errors import CommandFailed, CommandTimeout, Conflict, LabctlError, PreconditionMissing
+from labctl.errors import CommandFailed, CommandTimeout, LabctlError, PreconditionMissing
 from labctl.plan import Command
 
 if TYPE_CHECKING:
@@ -162,24 +162,6 @@ def probe_ssh(runner: Runner, login: Login, ip: str, timeout: float) -> SshAnswe
         if time.monotonic() >= deadline:
             return SshAnswer(False, None, detail)
         time.sleep(1.0)
-
-
-def nic_of(vmx: Vmx, name: str) -> tuple[str, int]:
-    """ethernet0's MAC and the vmnet it is on (--nic existing)."""
-    from labctl.paths import parse_vmnet
-
-    n0 = vmx.nic(0)
-    if n0 is None or not n0.address:
-        raise PreconditionMissing(f"{name}'s ethernet0 has no MAC yet (VMware writes one at first boot)",
-                                  "start the VM once in VMware, then run labctl up again")
-    kind = n0.connection_type or "nat"
-    if kind == "nat":
-        return n0.address, 8
-    if kind == "hostonly":
-        return n0.address, 1
-    if kind == "custom" and n0.vnet:
-        return n0.address, parse_vmnet(n0.vnet)
-    raise Conflict(f"{name}'s ethernet0 is {kind}: VMware's DHCP does not serve it", "use --nic dedicated")
 
 
 # ---- pure plans -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labctl import adopt, labspec
-from labctl.errors import Conflict, InvalidInput, PreconditionMissing
+from labctl.errors import InvalidInput, PreconditionMissing
 from labctl.hypervisor.vmware.vmx import Vmx
 
 
@@ -90,14 +90,3 @@ def test_generic_create_argv():
                     "--engine-opt", "default-address-pool=base=172.18.0.0/16,size=24",
                     "--generic-ip-address", "192.168.99.3", "--generic-ssh-user", "lab",
                     "--generic-ssh-key", "/k/id ed", "--generic-ssh-port", "22", "lab"]
-
-
-def test_nic_of_an_installed_vm():
-    vmx = Vmx('ethernet0.present = "TRUE"\nethernet0.connectionType = "nat"\n'
-              'ethernet0.addressType = "generated"\nethernet0.generatedAddress = "00:0C:29:AA:BB:01"\n')
-    assert adopt.nic_of(vmx, "lab") == ("00:0c:29:aa:bb:01", 8)
-    bridged = Vmx(vmx.dump().decode().replace('"nat"', '"bridged"'))
-    with pytest.raises(Conflict):
-        adopt.nic_of(bridged, "lab")
-    with pytest.raises(PreconditionMissing):
-        adopt.nic_of(Vmx('ethernet0.present = "TRUE"\n'), "lab")

@@ -117,3 +117,25 @@ def test_unknown_hypervisor_is_one_clear_error(tmp_path):
 
     with pytest.raises(InvalidInput, match="unknown hypervisor"):
         hypervisor.get(Paths("linux", tmp_path), "virtualbox")
+
+
+def test_nic_rules_through_the_interface(tmp_path):
+    """What the adopt and --nic existing paths ask: the network a NIC is on, and whether its
+    address can be reserved there (a bridged NIC never)."""
+    from labctl.errors import Conflict
+
+    hv = Paths("linux", tmp_path).hypervisor
+    head = 'ethernet0.present = "TRUE"\nethernet0.addressType = "generated"\n' \
+           'ethernet0.generatedAddress = "00:0C:29:AA:BB:01"\n'
+    nat = hv.parse_vm_config((head + 'ethernet0.connectionType = "nat"\n').encode()).nic(0)
+    bridged = hv.parse_vm_config((head + 'ethernet0.connectionType = "bridged"\n').encode()).nic(0)
+    custom = hv.parse_vm_config((head + 'ethernet0.connectionType = "custom"\n'
+                                 'ethernet0.vnet = "vmnet2"\n').encode()).nic(0)
+    assert nat.address == "00:0c:29:aa:bb:01"
+    assert (hv.nic_network(nat), hv.nic_network(bridged), hv.nic_network(custom)) == (8, None, 2)
+    networks = hv.parse_networks(b"VERSION=1,0\nanswer VNET_8_DHCP yes\nanswer VNET_8_NAT yes\n"
+                                 b"answer VNET_8_HOSTONLY_NETMASK 255.255.255.0\n"
+                                 b"answer VNET_8_HOSTONLY_SUBNET 172.16.8.0\n")
+    assert hv.reservation_network(nat, networks, None, "lab") == 8
+    with pytest.raises(Conflict, match="LAN's DHCP"):
+        hv.reservation_network(bridged, networks, None, "lab")
