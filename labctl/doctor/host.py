@@ -16,6 +16,13 @@ def _q(path: object) -> str:
     return shlex.quote(str(path))
 
 
+def configure_fix(ctx: Context) -> str | None:
+    """The command that regenerates the per-vmnet files from the networking file (Fusion's
+    ``vmnet-cli --configure``), to paste with sudo; None where there is none."""
+    c = ctx.paths.hypervisor.configure_command()
+    return None if c is None else ("sudo " if c.sudo else "") + shlex.join(c.argv)
+
+
 def network_restart_fix(ctx: Context) -> str:
     """The restart ``up`` runs (the network tool adapter's commands), to paste with sudo."""
     return " && ".join(("sudo " if c.sudo else "") + shlex.join(c.argv)

@@ -7,7 +7,7 @@ import shlex
 
 from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
-from labctl.doctor.host import network_restart_fix
+from labctl.doctor.host import configure_fix, network_restart_fix
 from labctl.errors import LabctlError
 from labctl.validate import shell
 
@@ -25,9 +25,9 @@ def conf(ctx: Context) -> Result:
         c = ctx.dhcpd()
     except LabctlError as exc:
         fix = exc.remedy
-        if fix is None and ctx.platform == "darwin":
-            tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
-            fix = f"let Fusion regenerate it: sudo {tool} --configure"
+        regenerate = configure_fix(ctx)
+        if fix is None and regenerate:
+            fix = f"let Fusion regenerate it: {regenerate}"
         return fail(exc.message, fix or f"restore {path} from a backup (labctl keeps them in "
                                         f"{ctx.paths.backup_dir}) or let VMware regenerate it")
     sub = c.subnet
@@ -43,10 +43,10 @@ def protected(ctx: Context) -> Result:
     path = ctx.paths.hypervisor.dhcpd_conf(ctx.vmnet_number())
     if c.has_protected_section:
         return ok("its End line is present; reservations follow it")
-    if ctx.platform == "darwin":
-        tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
+    regenerate = configure_fix(ctx)
+    if regenerate:
         fix = (f"sudo cp {shlex.quote(str(path))} {shlex.quote(str(path) + '.broken')} && "
-               f"sudo {tool} --configure && {network_restart_fix(ctx)}")
+               f"{regenerate} && {network_restart_fix(ctx)}")
     else:
         fix = ("let VMware rewrite it: open the Virtual Network Editor (sudo vmware-netcfg), "
                "apply, then restore your reservations with labctl dhcp reserve")

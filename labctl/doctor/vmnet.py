@@ -8,7 +8,7 @@ import shlex
 
 from labctl.doctor.context import Context
 from labctl.doctor.core import Result, check, fail, ok, warn
-from labctl.doctor.host import network_restart_fix
+from labctl.doctor.host import configure_fix, network_restart_fix
 from labctl.errors import CommandTimeout, LabctlError
 from labctl.validate import shell
 
@@ -24,8 +24,8 @@ def _set_answer_fix(ctx: Context, key: str, value: str) -> str:
         edit = f"sudo sed {inplace} 's/^answer VNET_{n}_{key} .*/{line}/' {path}"
     else:
         edit = f"echo '{line}' | sudo tee -a {path}"
-    tool = shlex.quote(str(ctx.paths.hypervisor.network_tool))
-    configure = f" && sudo {tool} --configure" if ctx.platform == "darwin" else ""
+    regenerate = configure_fix(ctx)
+    configure = f" && {regenerate}" if regenerate else ""
     return f"{edit}{configure} && {network_restart_fix(ctx)}"
 
 
