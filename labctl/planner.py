@@ -241,8 +241,6 @@ def _create_settings(w: World, m: MachineSpec, it: Intent, init: str) -> tuple[A
 
 def _planned_ip(w: World, m: MachineSpec, it: Intent) -> str | None:
     """The fixed IP phase_reserve will give the machine (for NO_PROXY before it is reserved)."""
-    from labctl import nic
-
     if it.ip is not None:
         return it.ip
     if m.ip is not None:
@@ -259,7 +257,7 @@ def _planned_ip(w: World, m: MachineSpec, it: Intent) -> str | None:
         if host is not None and host.managed and host.ip:
             return str(host.ip)
         if m.nic == "dedicated":
-            return str(conf.plan_reserve(m.name, nic.mac_for(m.name), None)[1])
+            return str(conf.plan_reserve(m.name, w.paths.hypervisor.nic_mac(m.name), None)[1])
         return str(conf.pick_free_ip())
     except Exception:  # noqa: BLE001 - phase_reserve says what is wrong with the file
         return None

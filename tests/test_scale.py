@@ -13,12 +13,12 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labctl.hypervisor.vmware import dhcpd
+from labctl.hypervisor.vmware.dhcpd import BEGIN_TAG, END_TAG, DhcpdConf
+from labctl.hypervisor.vmware.lab import render_dhcpd_conf
 from labctl.routes import records as rec
 from labctl.routes.analysis import TableIndex, Wanted, _relevant, analyze_add
 from labctl.routes.model import GATEWAY, LINK, Route
-from labctl.vmware import dhcpd
-from labctl.vmware.dhcpd import BEGIN_TAG, END_TAG, DhcpdConf
-from labctl.vmware.lab import render_dhcpd_conf
 
 # ---- routes -------------------------------------------------------------------------------------------
 networks = st.builds(lambda a, p: ipaddress.IPv4Network((a, p), strict=False),
