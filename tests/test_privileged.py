@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, fixtures_dir
-from dhcp_helpers import STATE, assert_dhcpd_ok, conf_path, docker_machine_ip, make_fusion_root
+from dhcp_helpers import PREFS, STATE, assert_dhcpd_ok, conf_path, docker_machine_ip, make_fusion_root
 
 STANDINS = REPO / "tests" / "standins"
 MAC = "00:50:56:2a:bb:cc"
@@ -313,3 +313,49 @@ def test_root_and_user_runs_queue_on_one_lock(world):
     assert len(locks) == 1 and locks[0]["args"][-2:] == [str(state_dir), locks[0]["args"][-1]]
     assert_isolated(locks[0], world)
     assert not world.pwned.exists()
+
+
+def test_a_concurrent_up_queues_behind_the_running_one(tmp_path):
+    """`up` takes the same lock as every changing command: a second run waits, saying for
+    whom, as long as the first one runs (it used to give up after 60 s)."""
+    import signal
+    import time
+
+    from dhcp_helpers import install_fake_vmnet_cli
+
+    root = make_fusion_root(tmp_path / "root")
+    install_fake_vmnet_cli(root)
+    state_dir = root / STATE
+    state_dir.mkdir(parents=True)
+    bindir = root / "usr/local/bin"  # where labctl looks for it under LABCTL_ROOT
+    bindir.mkdir(parents=True)
+    (bindir / "docker-machine").write_text("#!/bin/sh\necho 'docker-machine version 0.16.2, "
+                                           "build bd45ab13'\n")
+    (bindir / "docker-machine").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABCTL_", "DOCKER_"))}
+    env.update(LABCTL_ROOT=str(root), LABCTL_PLATFORM="darwin", PYTHONPATH=str(REPO),
+               MACHINE_STORAGE_PATH=str(tmp_path / "store"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from labctl import fileops\n"
+         "with fileops.locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+         str(state_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "up.log"
+    up = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with open(log, "w") as fh:
+            up = subprocess.Popen([sys.executable, "-m", "labctl", "up", "lab", "--yes"], env=env,
+                                  stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 30
+        while "waiting for" not in log.read_text() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        assert up.poll() is None, log.read_text()  # still queued, not failed
+        assert f"waiting for another labctl run (pid {holder.pid}) to finish" in log.read_text()
+    finally:
+        if up is not None and up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(30)
+        holder.kill()
+        holder.wait(30)
+    assert not (root / PREFS / "vmnet2").exists()  # the queued run changed nothing
