@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.errors import InvalidInput
+from labctl.vmfile import replace_cmd
 
 PROFILE = "/var/lib/boot2docker/profile"
 MACHINE_DROPIN = "/etc/systemd/system/docker.service.d/10-machine.conf"
@@ -536,14 +537,6 @@ class VmEdit:
     notes: list[str] = field(default_factory=list)
 
 
-def _write(path: str, content: str | None) -> str:
-    if content is None:
-        return f"rm -f {path}"
-    tmp = f"{path}.labctl-tmp"
-    return (f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && {{ cp -p {path} {tmp} 2>/dev/null; "
-            f"printf %s {shlex.quote(content)} > {tmp}; }} && mv -f {tmp} {path}")
-
-
 class Unsupported(Exception):
     pass
 
@@ -555,7 +548,7 @@ def plan_vm(name: str, facts: EngineFacts, s: Settings, what: str) -> VmEdit | N
         return None
     if facts.init == "boot2docker":
         new = render_profile(facts.profile, s)
-        script = [_write(PROFILE, new), B2D_RESTART]
+        script = [replace_cmd(PROFILE, new), B2D_RESTART]
         return VmEdit(f"{what} in {name}'s {PROFILE} and restart its engine (containers without a "
                       "restart policy stop)", f"sudo sh -c {shlex.quote(' && '.join(script))}",
                       PROFILE, facts.profile, new)
@@ -569,7 +562,7 @@ def plan_vm(name: str, facts: EngineFacts, s: Settings, what: str) -> VmEdit | N
     new_dropin = dropin_text(name, mine)
     if new_dropin == facts.dropin:
         return None
-    script = [_write(DROPIN, new_dropin), SYSTEMD_RESTART]
+    script = [replace_cmd(DROPIN, new_dropin), SYSTEMD_RESTART]
     return VmEdit(f"{what} in {name}'s {DROPIN} and restart its engine (containers without a "
                   "restart policy stop)", f"sudo sh -c {shlex.quote(' && '.join(script))}",
                   DROPIN, facts.dropin, new_dropin)

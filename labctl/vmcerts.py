@@ -36,6 +36,7 @@ from pathlib import Path
 
 from labctl.errors import InvalidInput
 from labctl.plan import Command, Plan
+from labctl.vmfile import replace_cmd
 from labctl.vmpath import Ssh, VmChange
 
 B2D_DIR = "/var/lib/boot2docker/certs"
@@ -208,12 +209,6 @@ def parse_probe(text: str) -> CertFacts:
 
 
 # ---- planners ----------------------------------------------------------------------------------
-def _write(path: str, content: str) -> str:
-    tmp = f"{path}.labctl-tmp"
-    return (f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && printf %s {shlex.quote(content)} > "
-            f"{tmp} && chmod 644 {tmp} && mv -f {tmp} {path}")
-
-
 def _refresh(facts: CertFacts, added: list[str], removed: list[str]) -> list[str]:
     """What the host does at boot with its CA files, done now (boot2docker: bootsync's links and
     the ca-certificates script; systemd hosts: update-ca-certificates)."""
@@ -250,7 +245,7 @@ def plan_install(name: str, facts: CertFacts, certs: list[CaCert], ssh: Ssh,
             continue
         plan.add(_change(name, f"install the CA certificate from {cert.source or 'the lab spec'} "
                                f"(sha256 {cert.sha256[:16]}…) in {name} as {path}",
-                         [_write(path, cert.pem)], ssh, binary, path, old, cert.pem))
+                         [replace_cmd(path, cert.pem, mode="644")], ssh, binary, path, old, cert.pem))
         written.append(path)
     if written:
         plan.add(_change(name, f"refresh {name}'s CA store and restart its engine so dockerd "

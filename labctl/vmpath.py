@@ -34,6 +34,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from labctl.plan import Change, Command, ExecContext, Plan, unified_diff
+from labctl.vmfile import replace_cmd
 
 BOOTSYNC = "/var/lib/boot2docker/bootsync.sh"
 DROPIN = "/etc/systemd/system/docker.service.d/20-labctl-routing.conf"
@@ -263,15 +264,6 @@ def dropin_text(name: str, rule: Rule) -> str:
             f"ExecStartPost=/bin/sh -c {shlex.quote(script)}\n")
 
 
-def _write_cmd(path: str, content: str | None) -> str:
-    """Shell that replaces ``path`` atomically with ``content`` (None: removes it)."""
-    if content is None:
-        return f"rm -f {path}"
-    tmp = f"{path}.labctl-tmp"
-    return (f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && "
-            f"printf %s {shlex.quote(content)} > {tmp} && mv -f {tmp} {path}")
-
-
 def check_rule_values(iface: str, subnet: ipaddress.IPv4Network) -> Rule:
     if not _IFACE.match(iface):
         from labctl.errors import InvalidInput
@@ -336,7 +328,7 @@ def plan_open(name: str, facts: VmFacts, fixed_ip: str, subnet: ipaddress.IPv4Ne
     path, old = (BOOTSYNC, facts.bootsync) if facts.init == "boot2docker" else (DROPIN, facts.dropin)
     new = with_block(old, name, rule) if facts.init == "boot2docker" else dropin_text(name, rule)
     if new != old:
-        script.append(_write_cmd(path, new))
+        script.append(replace_cmd(path, new))
         if facts.init == "systemd":
             script.append("systemctl daemon-reload")
     if not script:
@@ -362,10 +354,10 @@ def plan_close(name: str, facts: VmFacts, rule: Rule | None, ssh: Ssh,
         new = strip_block(old, name)
         if new.strip() in ("", "#!/bin/sh"):
             new = None  # only labctl's block was there: the file labctl created goes
-        script.append(_write_cmd(path, new))
+        script.append(replace_cmd(path, new))
     if facts.dropin is not None and facts.dropin.startswith(DROPIN_HEAD + name + ";"):
         path, old, new = DROPIN, facts.dropin, None
-        script += [_write_cmd(DROPIN, None), "systemctl daemon-reload"]
+        script += [replace_cmd(DROPIN, None), "systemctl daemon-reload"]
     if script:
         plan.add(_change(name, f"remove labctl's {CHAIN} rule from {name}", script, ssh, binary,
                          path, old, new))
