@@ -105,10 +105,9 @@ class RestartNetworking(Change):
     description: str = ""
     privileged: bool = True
 
-    def __post_init__(self) -> None:
-        if not self.description:
-            self.description = (f"restart {self.paths.hypervisor.product} networking (running VMs lose their "
-                                "network for a few seconds)")
+    def default_description(self) -> str:
+        return (f"restart {self.paths.hypervisor.product} networking (running VMs lose their "
+                "network for a few seconds)")
 
     def commands(self) -> list[Command]:
         return self.cmds
@@ -162,8 +161,8 @@ class RemoveMachine(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"remove the docker-machine {self.name} and its VM"
+    def default_description(self) -> str:
+        return f"remove the docker-machine {self.name} and its VM"
 
     def commands(self) -> list[Command]:
         return [_dm_cmd(self.binary, "rm", "-y", "-f", self.name)]
@@ -179,8 +178,8 @@ class StopVM(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"stop {self.name}"
+    def default_description(self) -> str:
+        return f"stop {self.name}"
 
     def commands(self) -> list[Command]:
         return [_dm_cmd(self.binary, "stop", self.name)]
@@ -211,11 +210,10 @@ class StartVM(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        if not self.description:
-            verb = "restart" if self.restart else "start"
-            wait = f" and wait until it holds {self.wait_ip}" if self.wait_ip is not None else ""
-            self.description = f"{verb} {self.name}{wait}"
+    def default_description(self) -> str:
+        verb = "restart" if self.restart else "start"
+        wait = f" and wait until it holds {self.wait_ip}" if self.wait_ip is not None else ""
+        return f"{verb} {self.name}{wait}"
 
     def commands(self) -> list[Command]:
         cmds = [_dm_cmd(self.binary, "stop", self.name)] if self.restart else []
@@ -247,8 +245,8 @@ class RegenerateCerts(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"regenerate {self.name}'s TLS certificates for {self.ip}"
+    def default_description(self) -> str:
+        return f"regenerate {self.name}'s TLS certificates for {self.ip}"
 
     def commands(self) -> list[Command]:
         return [_dm_cmd(self.binary, "regenerate-certs", "--force", self.name)]
@@ -271,8 +269,8 @@ class DockerContext(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"{self.verb} docker context {self.name} ({self.host})"
+    def default_description(self) -> str:
+        return f"{self.verb} docker context {self.name} ({self.host})"
 
     def argv(self) -> list[str]:
         return ["docker", "context", self.verb, self.name, "--description", f"labctl machine {self.name}",
@@ -293,8 +291,8 @@ class RemoveContext(Change):
     description: str = ""
     privileged: bool = False
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"remove docker context {self.name}"
+    def default_description(self) -> str:
+        return f"remove docker context {self.name}"
 
     def commands(self) -> list[Command]:
         return [Command(["docker", "context", "rm", "-f", self.name], timeout=30)]

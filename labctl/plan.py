@@ -32,10 +32,18 @@ class Command:
 
 
 class Change:
-    """One step of a plan (subclasses are dataclasses with these two fields)."""
+    """One step of a plan (subclasses are dataclasses with these two fields).  A subclass whose
+    description may be left empty says what it does in ``default_description``."""
 
     description: str
     privileged: bool
+
+    def __post_init__(self) -> None:
+        if not self.description:
+            self.description = self.default_description()
+
+    def default_description(self) -> str:
+        return ""
 
     def commands(self) -> list[Command]:
         return []
@@ -81,8 +89,8 @@ class WriteFile(Change):
     validate: Validator | None = None
     mode: int = 0o644
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"write {self.path}"
+    def default_description(self) -> str:
+        return f"write {self.path}"
 
     def diff(self) -> str:
         return unified_diff(self.path, self.old, self.new)
@@ -109,8 +117,8 @@ class DeleteFile(Change):
     description: str = ""
     privileged: bool = True
 
-    def __post_init__(self) -> None:
-        self.description = self.description or f"remove {self.path}"
+    def default_description(self) -> str:
+        return f"remove {self.path}"
 
     def diff(self) -> str:
         return unified_diff(self.path, self.old, None)
@@ -129,7 +137,10 @@ class Run(Change):
 
     def __post_init__(self) -> None:
         self.privileged = any(c.sudo for c in self.cmds)
-        self.description = self.description or "; ".join(c.show() for c in self.cmds)
+        super().__post_init__()
+
+    def default_description(self) -> str:
+        return "; ".join(c.show() for c in self.cmds)
 
     def commands(self) -> list[Command]:
         return self.cmds
