@@ -5,6 +5,9 @@ imports more than labctl's paths and state."""
 from __future__ import annotations
 
 from enum import Enum, StrEnum
+from typing import Any
+
+import typer
 
 
 class Nic(StrEnum):
@@ -29,6 +32,12 @@ class Photon(StrEnum):
     v3 = "3"
     v4 = "4"
     v5 = "5"
+
+
+def repeatable(flag: str, metavar: str, help: str) -> Any:
+    """A ``--flag VALUE`` option that may be given several times (a list; None when not given).
+    ``help`` says that it repeats, in the command's own words."""
+    return typer.Option(None, flag, metavar=metavar, help=help)
 
 
 def value(choice: Enum | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from labctl.commands import args
-from labctl.commands.params import complete_machine
+from labctl.commands.params import complete_machine, repeatable
 
 app = typer.Typer(help="Routes from this host to the containers' subnets, so every container is "
                        "reachable by its own IP.", no_args_is_help=True)
@@ -30,13 +30,13 @@ def _apply(plan, paths, dry_run: bool) -> None:
 def add(
     machine: str = MACHINE,
     via: str = VIA,
-    subnet: list[str] = typer.Option(None, "--subnet", metavar="CIDR",
-                                     help="A subnet to route (repeatable; default: "
-                                     "every local network of the Engine)."),
-    unprotect: list[str] = typer.Option(None, "--unprotect", metavar="NETWORK",
-                                        help="Engine >= 28: recreate this (empty) "
-                                        "network with gateway_mode_ipv4=nat-unprotected so unpublished "
-                                        "ports answer routed traffic (repeatable)."),
+    subnet: list[str] = repeatable("--subnet", "CIDR",
+                                   "A subnet to route (repeatable; default: every local network of "
+                                   "the Engine)."),
+    unprotect: list[str] = repeatable("--unprotect", "NETWORK",
+                                      "Engine >= 28: recreate this (empty) network with "
+                                      "gateway_mode_ipv4=nat-unprotected so unpublished ports answer "
+                                      "routed traffic (repeatable)."),
     docker_host: str = DOCKER_HOST,
     dry_run: bool = DRY_RUN,
 ) -> None:
@@ -208,8 +208,7 @@ def sync(
 @app.command("rm")
 def rm(
     machine: str = MACHINE,
-    subnet: list[str] = typer.Option(None, "--subnet", metavar="CIDR",
-                                     help="A labctl route to remove (repeatable)."),
+    subnet: list[str] = repeatable("--subnet", "CIDR", "A labctl route to remove (repeatable)."),
     all_: bool = typer.Option(False, "--all", help="Every route labctl made (for MACHINE if given)."),
     dry_run: bool = DRY_RUN,
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from labctl.commands import args
-from labctl.commands.params import Driver, Nic, complete_machine, complete_vmnet, value
+from labctl.commands.params import Driver, Nic, complete_machine, complete_vmnet, repeatable, value
 
 NAME = typer.Argument(None, metavar="NAME", autocompletion=complete_machine,
                       help="Machine name (default: lab, or every machine of --config).",
@@ -90,23 +90,22 @@ def up(
     ssh_key: str = typer.Option(None, "--ssh-key", metavar="FILE",
                                 help="--adopt: that user's private key "
                                 "(default: ~/.ssh/id_ed25519, else ~/.ssh/id_rsa)."),
-    engine_opt: list[str] = typer.Option(None, "--engine-opt", metavar="FLAG[=VALUE]",
-                                         help="An extra dockerd flag for a new machine, e.g. "
-                                              "allow-direct-routing=true (Engine >= 28.2); "
+    engine_opt: list[str] = repeatable("--engine-opt", "FLAG[=VALUE]",
+                                       "An extra dockerd flag for a new machine, e.g. "
+                                       "allow-direct-routing=true (Engine >= 28.2); repeatable."),
+    ca_cert: list[str] = repeatable("--ca-cert", "FILE",
+                                    "A CA certificate (PEM or DER) the engine must trust, e.g. "
+                                    "your corporate root CA behind TLS inspection; repeatable."),
+    engine_env: list[str] = repeatable("--engine-env", "KEY=VALUE",
+                                       "An environment variable for the engine, e.g. "
+                                       "HTTPS_PROXY=http://proxy:3128 (NO_PROXY gets the lab's "
+                                       "subnets); repeatable."),
+    registry_mirror: list[str] = repeatable("--registry-mirror", "URL",
+                                            "A registry mirror for the engine (http(s)://host[:port]); "
+                                            "repeatable."),
+    insecure_registry: list[str] = repeatable("--insecure-registry", "HOST[:PORT]",
+                                              "A registry the engine may reach without trusted TLS; "
                                               "repeatable."),
-    ca_cert: list[str] = typer.Option(None, "--ca-cert", metavar="FILE",
-                                      help="A CA certificate (PEM or DER) the engine must trust, e.g. "
-                                           "your corporate root CA behind TLS inspection; repeatable."),
-    engine_env: list[str] = typer.Option(None, "--engine-env", metavar="KEY=VALUE",
-                                         help="An environment variable for the engine, e.g. "
-                                              "HTTPS_PROXY=http://proxy:3128 (NO_PROXY gets the lab's "
-                                              "subnets); repeatable."),
-    registry_mirror: list[str] = typer.Option(None, "--registry-mirror", metavar="URL",
-                                              help="A registry mirror for the engine "
-                                                   "(http(s)://host[:port]); repeatable."),
-    insecure_registry: list[str] = typer.Option(None, "--insecure-registry", metavar="HOST[:PORT]",
-                                                help="A registry the engine may reach without "
-                                                     "trusted TLS; repeatable."),
     persist: bool = typer.Option(False, "--persist", help="Keep the routes across reboots "
                                  "(a launchd daemon or systemd unit; see labctl route persist)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every step; change nothing."),
