@@ -512,20 +512,19 @@ class DockerMachine:
 
     def start(self, name: str) -> bool:
         """Start; False if it was already running (not an error)."""
-        try:
-            self.run("start", check_name(name), name=name, timeout=TIMEOUT_START)
-        except Conflict as exc:
-            if "already running" in str(exc):
-                return False
-            raise
-        return True
+        return self._power("start", name, "already running")
 
     def stop(self, name: str) -> bool:
         """Stop; False if it was already stopped (not an error)."""
+        return self._power("stop", name, "already stopped")
+
+    def _power(self, verb: str, name: str, already: str) -> bool:
+        """``docker-machine start|stop``; False when docker-machine refuses because the machine
+        is ``already`` so (a Conflict that says it), any other error is raised."""
         try:
-            self.run("stop", check_name(name), name=name, timeout=TIMEOUT_START)
+            self.run(verb, check_name(name), name=name, timeout=TIMEOUT_START)
         except Conflict as exc:
-            if "already stopped" in str(exc):
+            if already in str(exc):
                 return False
             raise
         return True
