@@ -10,6 +10,7 @@ import ipaddress
 import re
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,14 +99,15 @@ def _reference_spans(text: str) -> dict[str, tuple[int, int]]:
 pieces = st.sampled_from(["\n", "\r\n", " ", "x", "host a { fixed-address 10.0.0.1; }", "  "]) | \
     st.builds(lambda tag, name, tail: tag + name + tail,
               st.sampled_from([BEGIN_TAG, END_TAG, "  " + BEGIN_TAG, "# labctl: begin reservation"]),
-              st.sampled_from(["a", "b", "a-b", ""]), st.sampled_from(["\n", "\r\n", " \n", "", "x\n"]))
+              st.sampled_from(["a", "b", "a-b", "", "a\r"]),
+              st.sampled_from(["\n", "\r\n", " \n", "", "x\n"]))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(pieces, max_size=30))
 def test_block_scan_finds_what_the_per_name_search_found(parts):
     text = "".join(parts)
-    assert dhcpd._managed_spans(text) == _reference_spans(text)
+    assert list(dhcpd._managed_spans(text).items()) == list(_reference_spans(text).items())
 
 
 HEAD = render_dhcpd_conf(2, ipaddress.IPv4Network("10.77.0.0/16")).decode().replace(
@@ -162,3 +164,159 @@ def test_state_file_with_one_line_records_reads_back_the_same(state, routes):
 
     state = {**state, "routes": routes}
     assert json.loads(dump(state)) == state
+
+
+# an edit re-checks only the lines it changes: the verdict must be the whole check's
+tokens = st.sampled_from(["host a {", "}", "{", ";", " ", "\n", "\r\n", "x", "# c {\n", '"q;}"', '"',
+                          "fixed-address 10.0.0.1;", "\t", "   \n  "])
+
+
+def _whole_check(text: str) -> bool:
+    try:
+        dhcpd._check_structure(text, dhcpd._mask(text))
+    except dhcpd.MalformedFile:
+        return False
+    return True
+
+
+spacing = st.sampled_from(["", " ", "\n", "\n\n", "\t", "\r\n", " \n "])
+statements = st.sampled_from(["x;", "x\n;", "x \n\n;", "fixed-address 10.0.0.1;", 'option a "q;}";',
+                              "# c {", ";"])
+well_formed = st.recursive(
+    st.builds(lambda a, b, c: a + b + c, spacing, statements, spacing),
+    lambda inner: st.builds(lambda head, body, sp: head + " {" + sp + "".join(body) + sp + "}",
+                            st.sampled_from(["host a", "group", "subnet 10.0.0.0 netmask 255.0.0.0"]),
+                            st.lists(inner, max_size=4), spacing),
+    max_leaves=12)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(well_formed, max_size=6) | st.lists(tokens, max_size=25),
+       st.lists(tokens, max_size=4), st.data())
+def test_an_edit_is_checked_as_the_whole_file_would_be(parts, insert, data):
+    old_text = "\n".join(parts)
+    if not _whole_check(old_text):
+        return
+    old = DhcpdConf(old_text)
+    at = data.draw(st.integers(0, len(old_text)))
+    cut = data.draw(st.integers(0, len(old_text) - at))
+    new_text = old_text[:at] + "".join(insert) + old_text[at + cut:]
+    _check_edit(old, new_text)
+
+
+@pytest.mark.parametrize("old_text, new_text", [
+    ("a {\nx\n;\n}", "a {\nx\n}"),  # the word before the changed lines loses its ';'
+    ("host a {\n\n}", "host a {\nx\n}"),  # the '}' after them closes a statement without one
+    ("a {\n}\n", "a {\n}\n}\n"),  # one '}' too many
+    ("a;\n", "}\n{\na;\n"),  # depth dips below zero and comes back
+    ("x;\n", 'x;\n"\n'),  # an unterminated quote
+    ("x;\n", "x;\ny\n"),  # ends inside a statement
+    ("# c\nx;", "# c\nx;\n# labctl: begin reservation q\nhost q {\n}\n# labctl: end reservation q\n"),
+])
+def test_edits_that_break_or_keep_the_structure(old_text, new_text):
+    _check_edit(DhcpdConf(old_text), new_text)
+
+
+def test_reserve_and_release_check_only_the_lines_they_change():
+    conf = DhcpdConf(HEAD + "".join(DhcpdConf.reservation_block(None, f"h{i}",  # type: ignore[arg-type]
+                                                                   f"00:50:56:01:00:{i:02x}",
+                                                                   f"10.77.0.{i + 3}")
+                                    for i in range(50)))
+    added, _ = conf.plan_reserve("bench", "00:50:56:3f:00:01", None)
+    removed = conf.plan_release("h20")
+    for new_text in (added, removed):
+        masked, start, old_end, new_end = dhcpd._edited_mask(conf, new_text)
+        assert new_end - start < 200  # the block's own lines, not the file
+        assert dhcpd._edit_keeps_structure(conf, masked, start, old_end, new_end)
+
+
+def _check_edit(old: DhcpdConf, new_text: str) -> None:
+    old_text = old.text
+    masked, start, old_end, new_end = dhcpd._edited_mask(old, new_text)
+    assert masked == dhcpd._mask(new_text)
+    assert old_text[:start] == new_text[:start]
+    assert old_text[old_end:] == new_text[new_end:]
+    if dhcpd._edit_keeps_structure(old, masked, start, old_end, new_end):
+        assert _whole_check(new_text), (old_text, new_text)
+    # and validate_edit's verdict on structure is the whole check's
+    try:
+        dhcpd.validate_edit(old, new_text)
+    except dhcpd.MalformedFile as exc:
+        if _whole_check(new_text):
+            assert "docker-machine" in str(exc) or "DO-NOT-MODIFY" in str(exc), exc
+    else:
+        assert _whole_check(new_text), (old_text, new_text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab\n", max_size=30), st.text(alphabet="ab\n", max_size=30))
+def test_common_ends_are_the_longest(a, b):
+    p, s = dhcpd._common_ends(a, b)
+    assert p + s <= min(len(a), len(b))
+    assert a[:p] == b[:p] and (p == min(len(a), len(b)) or a[p] != b[p])
+    assert a[len(a) - s:] == b[len(b) - s:]
+    if p + s < min(len(a), len(b)):
+        assert a[len(a) - s - 1] != b[len(b) - s - 1]
+
+
+# the C-speed scans answer what the exact parser and plain per-token passes answer
+garbage = st.lists(st.sampled_from(list('host {};"#\n\t\r abc01.:-\\') + ["hardware ethernet ",
+                                                                          "fixed-address ", "\n# x"]),
+                   max_size=40).map("".join)
+
+
+def _reference_mask(text: str) -> str:
+    return re.sub(r'"(?:[^"\\\n]|\\.)*"|\#[^\n]*',
+                  lambda m: m.group().translate(dhcpd._HIDE) if m.group()[0] == '"'
+                  else " " * len(m.group()), text)
+
+
+@st.composite
+def nearly_well_formed(draw) -> str:
+    """Well-formed text with one character taken out or one token put in (or garbage)."""
+    if draw(st.booleans()):
+        return draw(garbage)
+    text = "\n".join(draw(st.lists(well_formed, max_size=5)))
+    at = draw(st.integers(0, len(text)))
+    if text and draw(st.booleans()):
+        return text[:at] + text[at + 1:]
+    return text[:at] + draw(tokens) + text[at:]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(nearly_well_formed())
+def test_structure_scan_agrees_with_the_exact_parser(text):
+    masked = dhcpd._mask(text)
+    assert masked == _reference_mask(text)
+    try:
+        dhcpd._parse_nodes(text)
+        parses = True
+    except dhcpd.MalformedFile:
+        parses = False
+    assert _whole_check(text) == parses
+
+
+gap = st.sampled_from(["", " ", "\n\t", "\t", "  \n"])
+word_gap = st.sampled_from([" ", "\t", "\n", "", "x"])
+host_body = st.builds(
+    lambda g1, g2, w1, w2, mac, g3, g4, w3, addr, g5, tail: (
+        g1 + "hardware" + w1 + "ethernet" + w2 + mac + g2 + ";" + g3 + "fixed-address" + w3 + addr
+        + g4 + ";" + g5 + tail),
+    gap, gap, word_gap, word_gap, st.sampled_from(["00:50:56:AA:bb:01", "", "a;b"]), gap, gap,
+    word_gap, st.sampled_from(["10.0.0.1", "10.0.0.1,10.0.0.2", "10.0.0.1 x", "a, b", "", ","]), gap,
+    st.sampled_from(["", "x;", "fixed-address 10.0.0.3;", ";"]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(host_body)
+def test_plain_host_body_reads_as_the_general_pass(body):
+    plain = dhcpd._PLAIN_BODY.fullmatch(body)
+    if plain is not None:
+        assert ((plain.group(1).lower(),), (plain.group(2),)) == dhcpd._host_fields(body)
+
+
+def test_plain_host_body_is_the_common_case():
+    body = DhcpdConf.reservation_block(None, "a", "00:50:56:aa:bb:01", "10.0.0.9")  # type: ignore[arg-type]
+    body = body[body.index("{") + 1:body.index("}")]
+    assert dhcpd._PLAIN_BODY.fullmatch(body)
+    assert dhcpd._host_fields(body) == (("00:50:56:aa:bb:01",), ("10.0.0.9",))

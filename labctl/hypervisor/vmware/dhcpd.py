@@ -106,6 +106,12 @@ class Host(NamedTuple):
                 "protected": self.protected, "line": self.line}
 
 
+def _new_host(fields: tuple[object, ...]) -> Host:
+    """Host(*fields) without the keyword handling of the generated ``__new__`` (called for every
+    host block of a file that may hold tens of thousands)."""
+    return tuple.__new__(Host, fields)
+
+
 @dataclass(frozen=True)
 class Subnet:
     network: ipaddress.IPv4Network
@@ -116,7 +122,7 @@ class Subnet:
         return any(lo <= ip <= hi for lo, hi in self.ranges)
 
 
-_MASKED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\#[^\n]*')
+_MASKED = re.compile(r'("(?:[^"\\\n]|\\.)*"|\#[^\n]*)')
 _FIRST = re.compile(r"\s*(\S+)")
 _STRUCT = re.compile(r"[{};\"]")
 # inside quoted strings, characters that matter to the structure scan are swapped for
@@ -128,12 +134,9 @@ _SHOW = str.maketrans({v: k for k, v in _HIDDEN.items()})
 
 def _mask(text: str) -> str:
     """Same length as ``text``: comments blanked, quoted strings kept but defused."""
-
-    def repl(m: re.Match[str]) -> str:
-        tok = m.group()
-        return tok.translate(_HIDE) if tok[0] == '"' else " " * len(tok)
-
-    return _MASKED.sub(repl, text)
+    parts = _MASKED.split(text)  # text, token, text, token, …, text
+    parts[1::2] = [tok.translate(_HIDE) if tok[0] == '"' else " " * len(tok) for tok in parts[1::2]]
+    return "".join(parts)
 
 
 def _words(masked: str, start: int, end: int) -> list[str]:
@@ -190,6 +193,24 @@ _BOUNDARY = frozenset(" \t\r\n;{}")
 
 def _at_statement_start(masked: str, pos: int) -> bool:
     return pos == 0 or masked[pos - 1] in _BOUNDARY
+
+
+# the host body labctl writes (and most people do): one MAC, then one address
+_PLAIN_BODY = re.compile(r"\s*hardware\s+ethernet\s+([^\s;]+)\s*;\s*fixed-address\s+([^\s;,]+)\s*;\s*")
+
+
+def _host_fields(body: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The MACs and fixed addresses of a host block's body (comments masked)."""
+    macs: list[str] = []
+    ips: list[str] = []
+    for mac, fixed in _HOST_FIELDS.findall(body):
+        if mac:
+            macs.append(mac.lower())
+        elif "," in fixed or " " in fixed:
+            ips.extend(fixed.replace(",", " ").split())
+        else:
+            ips.append(fixed)
+    return tuple(macs), tuple(ips)
 _MISSING_SEMI = re.compile(r"[^\s;{}]\s*\}")
 
 
@@ -202,15 +223,21 @@ def _matching_brace(masked: str, open_at: int) -> int:
     return len(masked)
 
 
+_NOT_BRACES = bytes(c for c in range(256) if c not in b"{}")
+# a statement without ';' before '}', searched in the reversed text: a pattern that starts with
+# a literal is found at C speed, one that starts with a class of characters is not
+_MISSING_SEMI_REVERSED = re.compile(r"\}\s*[^\s;{}]")
+
+
 def _check_structure(text: str, masked: str) -> None:
     """Balanced braces, no stray quote, every statement ended by ';' — at C speed; the exact
     parser runs only to name the line of a problem."""
-    braces = "".join(re.findall(r"[{}]", masked))
+    braces = masked.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACES)
     prev = None
     while braces and braces != prev:
-        prev, braces = braces, braces.replace("{}", "")
+        prev, braces = braces, braces.replace(b"{}", b"")
     trailing = masked[max(masked.rfind(";"), masked.rfind("}")) + 1:].strip()
-    if braces or '"' in masked or _MISSING_SEMI.search(masked) or trailing:
+    if braces or '"' in masked or _MISSING_SEMI_REVERSED.search(masked[::-1]) or trailing:
         _parse_nodes(text)  # raises MalformedFile with the line
         raise MalformedFile("dhcpd.conf does not parse")
 
@@ -223,37 +250,42 @@ def _walk(nodes: list[Node]):
 
 
 # BEGIN_TAG / END_TAG lines, with a literal head that the scan finds at C speed
-_TAG_LINE = re.compile(r"# labctl: (?:(?P<begin>begin)|end) reservation (?P<name>\S+)[ \t]*(?:\r?\n|$)",
-                       re.M)
+_TAG_LINE = re.compile(r"# labctl: (?:(b)egin|end) reservation (\S+)[ \t]*(?:\r?\n|$)", re.M)
 
 
 def _managed_spans(text: str) -> dict[str, tuple[int, int]]:
     """name -> (start, end) of each labctl block: from the line break before its BEGIN tag to
-    the end of the first END tag line of the same name after it.  One pass over the text
-    (a pattern per name would be compiled again for every block)."""
-    begins: list[tuple[str, int, int]] = []
-    ends: dict[str, list[tuple[int, int]]] = {}
-    for m in _TAG_LINE.finditer(text):
-        if m.start() and text[m.start() - 1] != "\n":
-            continue  # a tag counts only at the start of a line
-        if m.group("begin"):
-            begins.append((m.group("name"), m.start(), m.end()))
-        else:
-            ends.setdefault(m.group("name"), []).append((m.start(), m.end()))
+    the end of the first END tag line of the same name after it (when several BEGIN tags of
+    one name wait for that END tag, the last of them).  One pass over the text, pairing tags
+    as they come (a pattern per name would be compiled again for every block)."""
     spans: dict[str, tuple[int, int]] = {}
-    for name, start, after in begins:
-        found = ends.get(name)
-        if not found:
+    waiting: dict[str, tuple[int, int]] = {}  # name -> (first, last) BEGIN tag not yet closed
+    first_paired: dict[str, int] = {}
+    interleaved = False
+    for m in _TAG_LINE.finditer(text):
+        start, end = m.span()
+        if start and text[start - 1] != "\n":
+            continue  # a tag counts only at the start of a line
+        begin, name = m.groups()
+        if begin:
+            w = waiting.get(name)
+            waiting[name] = (w[0] if w else start, start)
             continue
-        i = bisect.bisect_left(found, (after, -1))
-        if i == len(found):
+        w = waiting.pop(name, None)
+        if w is None:
             continue
+        if waiting:
+            interleaved = True
+        first_paired.setdefault(name, w[0])
+        spans[name] = (w[1], end)
+    if interleaved:  # keys in the order of each name's first closed BEGIN tag, as they are read
+        spans = {name: spans[name] for name in sorted(spans, key=first_paired.__getitem__)}
+    for name, (start, end) in spans.items():
         # the block starts with the line break before its BEGIN tag (see reservation_block)
         if text.endswith("\r\n", 0, start):
-            start -= 2
+            spans[name] = (start - 2, end)
         elif text.endswith("\n", 0, start):
-            start -= 1
-        spans[name] = (start, found[i][1])
+            spans[name] = (start - 1, end)
     return spans
 
 
@@ -309,34 +341,32 @@ class DhcpdConf:
 
     def _hosts(self) -> list[Host]:
         managed = self._managed_spans()
-        masked = self.masked
+        masked, text = self.masked, self.text
+        marker = -1 if self.end_marker is None else self.end_marker
+        plain_body = _PLAIN_BODY.fullmatch
         hosts = []
-        text = self.text
         at, line = 0, 1  # line numbers counted as the scan moves forward (no table of lines)
         for m in _HOST_BLOCK.finditer(masked):
-            start, end = m.start("host"), m.end()
-            if not _at_statement_start(masked, start):
-                continue
+            start, end = m.span()
+            if start and masked[start - 1] not in _BOUNDARY:
+                continue  # not at the start of a statement
             line += text.count("\n", at, start)
             at = start
-            name = " ".join(_words(masked, m.start("name"), m.end("name")))
-            body = m.group("body")
+            name, body = m.group("name", "body")
+            if "\x0f" in name or len(name.split()) != 1:
+                name = " ".join(_words(masked, m.start("name"), m.end("name")))
             if "\x0f" in body:
                 body = body.translate(_SHOW)
-            macs_l: list[str] = []
-            ips_l: list[str] = []
-            for mac, fixed in _HOST_FIELDS.findall(body):
-                if mac:
-                    macs_l.append(mac.lower())
-                elif "," in fixed or " " in fixed:
-                    ips_l.extend(fixed.replace(",", " ").split())
-                else:
-                    ips_l.append(fixed)
-            macs, ips = tuple(macs_l), tuple(ips_l)
+            plain = plain_body(body)
+            macs: tuple[str, ...]
+            ips: tuple[str, ...]
+            if plain is not None:  # one MAC and one address, as labctl writes them
+                macs, ips = (plain.group(1).lower(),), (plain.group(2),)
+            else:
+                macs, ips = _host_fields(body)
             span = managed.get(name)
-            is_managed = bool(span and span[0] <= start and end <= span[1])
-            protected = self.end_marker is not None and start < self.end_marker
-            hosts.append(Host(name, macs, ips, start, end, line, is_managed, protected))
+            is_managed = span is not None and span[0] <= start and end <= span[1]
+            hosts.append(_new_host((name, macs, ips, start, end, line, is_managed, start < marker)))
         return hosts
 
     def _subnets(self) -> list[Subnet]:
@@ -504,14 +534,13 @@ class DhcpdConf:
         addr = parse_ip(ip) if ip is not None else self.pick_free_ip()
         if not (mine is not None and mine.ip == str(addr)):
             self.check_ip(addr)
+        addr_s = str(addr)
         for h in self.hosts:
-            if h.name == name and h.managed:
-                continue
-            what = "not written by labctl" if not h.managed else "written by labctl"
-            if mac in h.macs:
-                raise Conflict(f"MAC {mac} is already reserved by host {h.name!r} "
-                               f"(line {h.line}, {what})", "release it first or use another MAC")
-            if str(addr) in h.ips:
+            if (mac in h.macs or addr_s in h.ips) and not (h.name == name and h.managed):
+                what = "not written by labctl" if not h.managed else "written by labctl"
+                if mac in h.macs:
+                    raise Conflict(f"MAC {mac} is already reserved by host {h.name!r} "
+                                   f"(line {h.line}, {what})", "release it first or use another MAC")
                 raise Conflict(f"{addr} is already reserved by host {h.name!r} "
                                f"(line {h.line}, {what})", "pick another address or --ip auto")
         if mine is not None and mine.mac == mac and mine.ip == str(addr) and len(mine.macs) == 1:
@@ -595,10 +624,96 @@ def _gaps(a: int, b: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _common_ends(a: str, b: str) -> tuple[int, int]:
+    """Lengths of the longest common prefix and (not overlapping it) suffix of ``a`` and ``b``,
+    found by comparing chunks at C speed (an edit changes one place of a large file)."""
+    n = min(len(a), len(b))
+    if b.startswith(a) or a.startswith(b):
+        p = n
+    else:
+        lo, hi = 0, n  # a[:lo] == b[:lo], and a[:hi] != b[:hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if a[lo:mid] == b[lo:mid]:
+                lo = mid
+            else:
+                hi = mid
+        p = lo
+    limit = n - p
+    if a.endswith(b[len(b) - limit:]):
+        return p, limit
+    lo, hi = 0, limit  # same, from the end
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[len(a) - mid:len(a) - lo] == b[len(b) - mid:len(b) - lo]:
+            lo = mid
+        else:
+            hi = mid
+    return p, lo
+
+
+def _edited_mask(old: DhcpdConf, new_text: str) -> tuple[str, int, int, int]:
+    """``_mask(new_text)``, masking only the lines an edit of ``old`` changed: masking never
+    crosses a line break (comments and quoted strings end at one), so whole lines the two texts
+    share keep their mask.  Returns (masked, start, end in the old text, end in the new one) of
+    the changed lines."""
+    text = old.text
+    p, s = _common_ends(text, new_text)
+    start = text.rfind("\n", 0, p) + 1
+    nl = text.find("\n", len(text) - s)
+    old_end = len(text) if nl < 0 else nl + 1
+    new_end = old_end + len(new_text) - len(text)
+    if new_end < start:  # the changed lines overlap: mask it all
+        return _mask(new_text), 0, len(text), len(new_text)
+    masked = old.masked[:start] + _mask(new_text[start:new_end]) + old.masked[old_end:]
+    return masked, start, old_end, new_end
+
+
+_SPACE_RUN = re.compile(r"\s*")
+
+
+def _edit_keeps_structure(old: DhcpdConf, masked: str, start: int, old_end: int,
+                          new_end: int) -> bool:
+    """True when the edited text is well-formed, knowing that ``old`` is and that only
+    [start, new_end) of ``masked`` (once [start, old_end) of the old mask) differs.  False
+    means "not shown here": the whole check runs then (and names the line)."""
+    middle = masked[start:new_end]
+    if '"' in middle:
+        return False
+    # braces: the depth at ``start`` is the old one; the new lines may not go below zero and
+    # must leave the depth where the old lines left it (the rest then closes as before)
+    depth0 = old.masked.count("{", 0, start) - old.masked.count("}", 0, start)
+    old_middle = old.masked[start:old_end]
+    if middle.count("{") - middle.count("}") != old_middle.count("{") - old_middle.count("}"):
+        return False
+    depth = depth0
+    for brace in re.findall(r"[{}]", middle):
+        depth += 1 if brace == "{" else -1
+        if depth < 0:
+            return False
+    # a statement without ';' before '}': every such match involving the new lines lies
+    # between the last word before them and the first word after them
+    chunk_from = max(0, start - 4096)
+    before = masked[chunk_from:start].rstrip()
+    if before:
+        lo = chunk_from + len(before) - 1
+    elif chunk_from == 0:
+        lo = 0
+    else:  # a long run of blank space before the edit: not worth a special case
+        return False
+    hi = _SPACE_RUN.match(masked, new_end).end() + 1  # type: ignore[union-attr]
+    if _MISSING_SEMI.search(masked, lo, hi):
+        return False
+    trailing = masked[max(masked.rfind(";"), masked.rfind("}")) + 1:]
+    return not trailing.strip()
+
+
 def validate_edit(old: DhcpdConf, new_text: str) -> None:
     """Checks a new dhcpd.conf before it replaces the old one: it parses, VMware's section is
     byte-identical, and docker-machine's patterns read every labctl block it adds or changes."""
-    _check_structure(new_text, _mask(new_text))
+    masked, start, old_end, new_end = _edited_mask(old, new_text)
+    if not _edit_keeps_structure(old, masked, start, old_end, new_end):
+        _check_structure(new_text, masked)
     new_marker = new_text.find(END_MARKER)
     # the End line's own line break may come or go (a file ending right at the End line gains
     # one when a block is appended, and loses it again on release); nothing else may change
