@@ -320,3 +320,45 @@ def test_plain_host_body_is_the_common_case():
     body = body[body.index("{") + 1:body.index("}")]
     assert dhcpd._PLAIN_BODY.fullmatch(body)
     assert dhcpd._host_fields(body) == (("00:50:56:aa:bb:01",), ("10.0.0.9",))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 70), st.integers(0, 70)), max_size=5),
+       st.integers(0, 64), st.integers(0, 64))
+def test_outside_is_what_a_pass_over_every_value_finds(ranges, first, last):
+    values = [v for lo, hi in dhcpd._outside(first, last, ranges) for v in range(lo, hi + 1)]
+    assert values == [v for v in range(first, last + 1)
+                      if not any(lo <= v <= hi for lo, hi in ranges)]
+
+
+tag_lines = st.builds(lambda kind, name, tail: kind + name + tail, st.sampled_from([BEGIN_TAG, END_TAG]),
+                      st.sampled_from(["a", "b"]), st.sampled_from(["\n", "\n", "\r\n", " \n", ""]))
+tagged = st.lists(tag_lines | st.sampled_from(["host a { fixed-address 10.0.0.1; }\n", "x\n", "\n", " "]),
+                  max_size=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(tagged | st.lists(pieces, max_size=30), st.sampled_from(["a", "b", "a-b", "c"]))
+def test_one_names_span_is_what_the_whole_scan_finds(parts, name):
+    text = "".join(parts)
+    assert dhcpd._span_of(text, name) == dhcpd._managed_spans(text).get(name)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(tagged | st.lists(pieces, max_size=30), st.lists(tag_lines | pieces, max_size=4), st.data())
+def test_an_edit_names_every_block_it_changes(parts, insert, data):
+    old_text = "".join(parts)
+    at = data.draw(st.integers(0, len(old_text)))
+    cut = data.draw(st.integers(0, len(old_text) - at))
+    new_text = old_text[:at] + "".join(insert) + old_text[at + cut:]
+    old = object.__new__(DhcpdConf)  # the tags only: no need for the text to parse
+    old.text, old.masked = old_text, dhcpd._mask(old_text)
+    _, start, old_end, new_end = dhcpd._edited_mask(old, new_text)
+    changed = dhcpd._changed_spans(old, new_text, start, old_end, new_end)
+    before = dhcpd._managed_spans(old_text)
+    for name, (a, b) in dhcpd._managed_spans(new_text).items():
+        was = before.get(name)
+        if was is None or old_text[was[0]:was[1]] != new_text[a:b]:
+            assert changed.get(name) == (a, b), name
+    for name, span in changed.items():
+        assert dhcpd._managed_spans(new_text)[name] == span

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
+import gc
 import ipaddress
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -104,6 +107,19 @@ class Host(NamedTuple):
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "mac": self.mac, "ip": self.ip, "managed": self.managed,
                 "protected": self.protected, "line": self.line}
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a file's blocks become objects: they form no
+    cycles, and every pass during the scan would walk all of those made so far again."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _new_host(fields: tuple[object, ...]) -> Host:
@@ -298,7 +314,8 @@ class DhcpdConf:
         self.masked = _mask(text)
         _check_structure(text, self.masked)
         self.end_marker = self._find_end_marker()
-        self.hosts = self._hosts()
+        with _no_cycle_collection():  # tens of thousands of tuples, none of them in a cycle
+            self.hosts = self._hosts()
         self.subnets = self._subnets()
 
     @classmethod
@@ -440,13 +457,12 @@ class DhcpdConf:
         taken = {ip for h in self.hosts for ip in h.ips}
         taken.update(sub.routers)
         net = sub.network
-        ranges = [(int(lo), int(hi)) for lo, hi in sub.ranges]
         first, last = int(net.network_address) + 3, int(net.broadcast_address) - 1
-        for value in range(first, last + 1):  # ints and inet_ntoa: fast on files with 10,000 hosts
-            if any(lo <= value <= hi for lo, hi in ranges):
-                continue
-            if socket.inet_ntoa(value.to_bytes(4, "big")) not in taken:
-                return ipaddress.IPv4Address(value)
+        ntoa = socket.inet_ntoa
+        for lo, hi in _outside(first, last, [(int(a), int(b)) for a, b in sub.ranges]):
+            for value in range(lo, hi + 1):  # ints and inet_ntoa: fast on files with 10,000 hosts
+                if ntoa(value.to_bytes(4, "big")) not in taken:
+                    return ipaddress.IPv4Address(value)
         raise Conflict(f"no free address outside the dynamic range in {net}",
                        "release a reservation or shrink the range")
 
@@ -612,6 +628,20 @@ class DhcpdConf:
         return {n: self.text[a:b] for n, (a, b) in self._managed_spans().items()}
 
 
+def _outside(first: int, last: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [first, last] (inclusive) outside every (inclusive) range, in order."""
+    out, pos = [], first
+    for lo, hi in sorted(ranges):
+        if lo > hi:
+            continue  # an empty range
+        if lo > pos:
+            out.append((pos, min(lo - 1, last)))
+        pos = max(pos, hi + 1)
+    if pos <= last:
+        out.append((pos, last))
+    return [(lo, hi) for lo, hi in out if lo <= hi]
+
+
 def _gaps(a: int, b: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of [a, b) outside the (sorted) cuts."""
     out, pos = [], a
@@ -721,11 +751,67 @@ def validate_edit(old: DhcpdConf, new_text: str) -> None:
     if old.end_marker is not None and (new_marker < 0 or not new_text.startswith(core)
                                        or new_text[len(core):len(core) + 1] not in ("", "\n", "\r")):
         raise MalformedFile("refusing to write: the DO-NOT-MODIFY section would change")
-    before = old.managed_blocks()
-    for name, (a, b) in _managed_spans(new_text).items():
-        if before.get(name) == new_text[a:b]:
+    before = old._managed_spans()
+    for name, (a, b) in _changed_spans(old, new_text, start, old_end, new_end).items():
+        was = before.get(name)
+        if was is not None and old.text[was[0]:was[1]] == new_text[a:b]:
             continue  # the same bytes as in the file read (checked when they were written)
         block = DhcpdConf(new_text[a:b])
         h = block.host(name)
         if h is None or not h.mac or block.docker_machine_lookup(h.mac) != h.ip:
             raise MalformedFile(f"refusing to write: docker-machine could not read host {name}")
+
+
+def _changed_spans(old: DhcpdConf, new_text: str, start: int, old_end: int,
+                   new_end: int) -> dict[str, tuple[int, int]]:
+    """The spans in ``new_text`` of every labctl block whose bytes may differ from the old
+    text's block of that name, when only the lines [start, old_end) of the old text became
+    [start, new_end).  A name with no tag in those lines has the same tags, in the same order,
+    as before, so the same pairing: its block moved as a whole, or it contains the changed
+    lines.  So: the names tagged in the changed lines and those whose block contains them."""
+    if start == 0 and old_end == len(old.text):
+        return _managed_spans(new_text)
+    names = {name for text, end in ((old.text, old_end), (new_text, new_end))
+             for name in _tag_names(text, start, end)}
+    names.update(name for name, (a, b) in old._managed_spans().items() if a < old_end and b > start)
+    spans = {}
+    for name in sorted(names):
+        span = _span_of(new_text, name)
+        if span is not None:
+            spans[name] = span
+    return spans
+
+
+def _tag_names(text: str, start: int, end: int) -> set[str]:
+    return {m.group(2) for m in _TAG_LINE.finditer(text, start, end)
+            if m.start() == 0 or text[m.start() - 1] == "\n"}
+
+
+_TAG_TAIL = re.compile(r"[ \t]*(?:\r?\n|$)", re.M)
+
+
+def _span_of(text: str, name: str) -> tuple[int, int] | None:
+    """``_managed_spans(text).get(name)``, searching for this name's tags only."""
+    tags = []
+    for is_begin, tag in ((True, BEGIN_TAG + name), (False, END_TAG + name)):
+        at = text.find(tag)
+        while at >= 0:
+            tail = _TAG_TAIL.match(text, at + len(tag))
+            if tail is not None and (at == 0 or text[at - 1] == "\n"):
+                tags.append((at, is_begin, tail.end()))
+            at = text.find(tag, at + 1)
+    span = None
+    waiting: int | None = None
+    for at, is_begin, end in sorted(tags):
+        if is_begin:
+            waiting = at
+        elif waiting is not None:
+            span, waiting = (waiting, end), None
+    if span is None:
+        return None
+    begin, end = span
+    if text.endswith("\r\n", 0, begin):
+        begin -= 2
+    elif text.endswith("\n", 0, begin):
+        begin -= 1
+    return begin, end
