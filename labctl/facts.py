@@ -66,10 +66,10 @@ class BoundedRunner(Runner):
         self.cap = cap
 
     def run(self, argv, *, sudo=False, timeout=None, check=True, input=None, env=None, cwd=None,
-            clean_env=False):
+            clean_env=False, show=True):
         limit = self.cap if timeout is None else min(timeout, self.cap)
         return super().run(argv, sudo=sudo, timeout=limit, check=check, input=input, env=env,
-                           cwd=cwd, clean_env=clean_env)
+                           cwd=cwd, clean_env=clean_env, show=show)
 
 
 class _Entry:

@@ -99,10 +99,13 @@ class Runner:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         clean_env: bool = False,
+        show: bool = True,
     ) -> Result:
         """``env`` adds to labctl's environment, or with ``clean_env`` is the whole of it;
         ``cwd`` is the command's working directory (default: labctl's).  A command run through
-        sudo always starts in ``/`` with a cleaned environment (``root_env``, plus ``env``)."""
+        sudo always starts in ``/`` with a cleaned environment (``root_env``, plus ``env``).
+        ``show=False``: the output is data to parse (a routing table as JSON), not progress a
+        running step should show line by line."""
         import sh
 
         argv = [str(a) for a in argv]
@@ -133,7 +136,7 @@ class Runner:
             kwargs["_env"] = {**os.environ, **env}
         if cwd is not None:
             kwargs["_cwd"] = cwd
-        tapped = _tap(kwargs)  # a running ui.step shows the latest line
+        tapped = _tap(kwargs) if show else None  # a running ui.step shows the latest line
         try:
             proc = sh.Command(full[0])(*full[1:], **kwargs)
             _wait(proc, limit, full)

@@ -5,6 +5,7 @@ the real recorded output; persistence units rendered and validated."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from ipaddress import IPv4Address as A
 from ipaddress import IPv4Network as N
@@ -283,3 +284,73 @@ def test_a_pending_route_in_the_table_is_adopted_not_foreign(tmp_path, monkeypat
     assert [c.description for c in plan.changes] == [
         "settle labctl's unfinished route records (10.1.0.0/24)"]
     assert not any("never remove" in n for n in plan.notes)
+
+
+# ---- after the batch: ip's own word as root, the table read back otherwise -------------------------
+FAKE_IP = """#!/bin/sh
+echo "$*" >> "$IP_LOG"
+case "$*" in
+  "-batch -") cat > /dev/null; exit "${IP_RC:-0}" ;;
+  *"-j route"*) cat "$IP_TABLE" ;;
+esac
+"""
+
+
+def _batch_world(tmp_path, monkeypatch, table: list[dict], rc: int):
+    if os.geteuid() != 0:
+        pytest.skip("labctl takes ip's word for a batch only when it runs ip itself as root")
+    root = tmp_path / "root"
+    (root / "sbin").mkdir(parents=True)
+    (root / "sbin/ip").write_text(FAKE_IP)
+    (root / "sbin/ip").chmod(0o755)
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    monkeypatch.setenv("IP_LOG", str(tmp_path / "ip.log"))
+    monkeypatch.setenv("IP_TABLE", str(tmp_path / "table.json"))
+    monkeypatch.setenv("IP_RC", str(rc))
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
+    return Paths("linux", root)
+
+
+def _run_batch(paths, ops, tmp_path):
+    from labctl.plan import ExecContext
+    from labctl.runner import Runner
+
+    RouteBatch(paths, ops, "lab").apply(ExecContext(runner=Runner(), backup_dir=tmp_path / "bak"))
+    return (tmp_path / "ip.log").read_text().splitlines()
+
+
+def test_a_batch_ip_acknowledged_is_recorded_without_reading_the_table(tmp_path, monkeypatch):
+    from labctl import state as labstate
+    from labctl.routes.tables import RouteOp
+
+    paths = _batch_world(tmp_path, monkeypatch, [], 0)
+    calls = _run_batch(paths, [RouteOp("add", N("10.1.0.0/24"), GW, "net1"),
+                               RouteOp("add", N("10.2.0.0/24"), GW, "net2")], tmp_path)
+    assert calls == ["-batch -"]  # the (empty) table was not read: it would say nothing is there
+    routes = labstate.load(paths)["routes"]
+    assert [(r["destination"], r["gateway"], r.get("pending")) for r in routes] == [
+        ("10.1.0.0/24", str(GW), None), ("10.2.0.0/24", str(GW), None)]
+
+
+def test_another_runs_pending_record_or_a_failed_batch_reads_the_table(tmp_path, monkeypatch):
+    from labctl import state as labstate
+    from labctl.errors import CommandFailed
+    from labctl.routes.tables import RouteOp
+
+    table = [{"dst": "10.1.0.0/24", "gateway": str(GW), "dev": "vmnet2"},
+             {"dst": "10.9.0.0/24", "gateway": str(GW), "dev": "vmnet2"}]
+    paths = _batch_world(tmp_path, monkeypatch, table, 0)
+    other = Record(N("10.9.0.0/24"), GW, "lab", pending="add")
+    labstate.state_path(paths).parent.mkdir(parents=True)
+    labstate.state_path(paths).write_bytes(labstate.dump({**labstate.EMPTY, "routes": [other.as_dict()]}))
+    calls = _run_batch(paths, [RouteOp("add", N("10.1.0.0/24"), GW, "net1")], tmp_path)
+    assert calls == ["-batch -", "-4 -j route show table main"]
+    assert {r["destination"]: r.get("pending") for r in labstate.load(paths)["routes"]} == {
+        "10.1.0.0/24": None, "10.9.0.0/24": None}
+
+    (tmp_path / "ip.log").unlink()
+    monkeypatch.setenv("IP_RC", "1")
+    with pytest.raises(CommandFailed, match="did not all take effect: add 10.2.0.0/24"):
+        _run_batch(paths, [RouteOp("add", N("10.2.0.0/24"), GW, "net2")], tmp_path)
+    assert (tmp_path / "ip.log").read_text().splitlines() == ["-batch -", "-4 -j route show table main"]
+    assert "10.2.0.0/24" not in {r["destination"] for r in labstate.load(paths)["routes"]}

@@ -3,9 +3,23 @@ the validation of the destinations and gateways users type."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
+
+
+# A command reads the same destinations and gateways several times (the table before and
+# after a batch, labctl's records): each text is parsed once.  The values are immutable.
+@functools.lru_cache(maxsize=65536)
+def cached_network(text: str) -> ipaddress.IPv4Network:
+    """``IPv4Network(text)`` (strict: no host bits), cached; ValueError as it raises."""
+    return ipaddress.IPv4Network(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def cached_address(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address

@@ -14,7 +14,17 @@ import socket
 import struct
 
 from labctl.errors import MalformedFile
-from labctl.routes.model import GATEWAY, LINK, NEIGHBOUR, SPECIAL, IPv4Address, IPv4Network, Route
+from labctl.routes.model import (
+    GATEWAY,
+    LINK,
+    NEIGHBOUR,
+    SPECIAL,
+    IPv4Address,
+    IPv4Network,
+    Route,
+    cached_address,
+    cached_network,
+)
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}$")
 _OCTETS_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){0,3}$")
@@ -111,17 +121,24 @@ def _linux_dest(value: str) -> IPv4Network | None:
     if value == "default":
         return IPv4Network("0.0.0.0/0")
     try:
+        return cached_network(value)  # shared with labctl's records
+    except ValueError:
+        pass
+    try:
         return IPv4Network(value, strict=False)
     except ValueError:
         return None
 
 
-@functools.lru_cache(maxsize=65536)
 def _gateway(value: str) -> IPv4Address | None:
     try:
-        return IPv4Address(value)
+        return cached_address(value)
     except ValueError:
         return None
+
+
+# one encoder for every route's raw text (json.dumps with options builds a new one per call)
+_RAW = json.JSONEncoder(sort_keys=True).encode
 
 
 def parse_ip_json(text: str) -> list[Route]:
@@ -145,7 +162,7 @@ def parse_ip_json(text: str) -> list[Route]:
         metric = item.get("metric")
         routes.append(Route(dest, gw, item.get("dev"), kind, " ".join(item.get("flags", [])),
                             item.get("protocol"), int(metric) if isinstance(metric, int) else None,
-                            raw=json.dumps(item, sort_keys=True)))
+                            raw=_RAW(item)))
     return routes
 
 

@@ -10,28 +10,29 @@ gateway).  So no route labctl adds is ever left without a record."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from labctl.paths import Paths
-from labctl.routes.model import GATEWAY, IPv4Address, IPv4Network, Route
+from labctl.routes.model import (
+    GATEWAY,
+    IPv4Address,
+    IPv4Network,
+    Route,
+    cached_address,
+    cached_network,
+)
 
 if TYPE_CHECKING:
     from labctl.routes.tables import RouteOp
 
 
 # Records are read several times per command (a state file of 2,000 routes, each parsed anew,
-# was a good part of `route sync`); the parsed values are immutable, so parse each text once.
-@functools.lru_cache(maxsize=65536)
-def _network(text: str) -> IPv4Network:
-    return IPv4Network(text)
-
-
-@functools.lru_cache(maxsize=65536)
-def _address(text: str) -> IPv4Address:
-    return IPv4Address(text)
+# was a good part of `route sync`); the parsed values are immutable, so parse each text once,
+# in the same cache as the routing table's.
+_network = cached_network
+_address = cached_address
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,20 @@ def settled(records: list[Record], table: list[Route]) -> list[Record]:
     return out
 
 
-def settle(state: dict[str, Any], table: list[Route]) -> bool:
-    """Settle the state's pending records against ``table`` in place; True if any changed."""
+def settle(state: dict[str, Any], table: list[Route],
+           there: set[tuple[IPv4Network, IPv4Address | None]] | None = None) -> bool:
+    """Settle the state's pending records against ``table`` in place; True if any changed.
+    ``there``: the (destination, gateway) routes known to be in place, instead of the table's."""
     changed = False
     routes = []
-    there = gateway_routes(table)
+    if there is None:
+        there = gateway_routes(table)
     for item in state.get("routes", []):
-        record = Record.from_dict(item) if isinstance(item, dict) else None
-        if record is None or record.pending is None:
+        if not (isinstance(item, dict) and item.get("pending") in ("add", "delete")):
+            routes.append(item)  # settled (or not a record labctl can read): left as it is
+            continue
+        record = Record.from_dict(item)
+        if record is None:
             routes.append(item)
             continue
         changed = True

@@ -52,7 +52,7 @@ class RouteTable:
         runner = runner or Runner()
         from labctl.routes.ifaces import mark_tunnels
 
-        result = runner.run(self.read_argv(), timeout=READ_TIMEOUT, env=self.read_env())
+        result = runner.run(self.read_argv(), timeout=READ_TIMEOUT, env=self.read_env(), show=False)
         return mark_tunnels(self.parse(result.stdout))
 
     # changing: the commands a user could paste, one list per op
