@@ -96,6 +96,7 @@ class VmFacts:
     bootsync: str | None = None  # None: no file
     dropin: str | None = None
     ip_forward: str = ""
+    addr_text: str = ""  # ``ip -4 -o addr show`` as printed
     boot2docker: bool = False
     bridge_drops: list[str] = field(default_factory=list)  # bridges whose DOCKER chain ends in a drop
     # Engine >= 28's raw-table drops of traffic to container addresses from other interfaces
@@ -174,7 +175,8 @@ def parse_probe(text: str) -> VmFacts:
             f.os_id = value
         elif key == "PRETTY_NAME":
             f.os_pretty = value
-    for m in _ADDR.finditer("\n".join(sections.get("addr", []))):
+    f.addr_text = "\n".join(sections.get("addr", []))
+    for m in _ADDR.finditer(f.addr_text):
         f.addresses.setdefault(m.group(1).split("@")[0], []).append(
             ipaddress.IPv4Interface(f"{m.group(2)}/{m.group(3)}"))
     for line in sections.get("forward", []):

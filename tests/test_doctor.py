@@ -323,9 +323,10 @@ class World:
                  "-s 192.168.99.0/24 -j ACCEPT 2>/dev/null || iptables -I DOCKER-USER -i eth1 -s "
                  "192.168.99.0/24 -j ACCEPT\n# <<< labctl lab\n")
         sep = "@@labctl-probe@@"
-        text = (f"{sep} os\nNAME=Boot2Docker\nVERSION=19.03.12\nID=boot2docker\n"
-                f"{sep} addr\n{(self.vm / 'addr').read_text()}"
-                f"{sep} forward\n-P FORWARD {policy}\n-A FORWARD -j DOCKER-USER\n"
+        # the addresses and ip_forward are read from vm/ when the probe runs, as the VM would
+        (self.vm / "probe.head").write_text(
+            f"{sep} os\nNAME=Boot2Docker\nVERSION=19.03.12\nID=boot2docker\n{sep} addr\n")
+        text = (f"{sep} forward\n-P FORWARD {policy}\n-A FORWARD -j DOCKER-USER\n"
                 "-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n"
                 "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
                 "-A FORWARD -o docker0 -j DOCKER\n-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n"
@@ -333,8 +334,9 @@ class World:
                 f"{sep} docker\n-N DOCKER\n" + "".join(f"{d}\n" for d in docker) +
                 f"{sep} raw\n-P PREROUTING ACCEPT\n" + "".join(f"{r}\n" for r in raw) +
                 f"{sep} bootsync\n" + (f"present\n{block}" if bootsync else "") +
-                f"{sep} dropin\n{sep} ip_forward\n1\n{sep} b2d\nyes\n")
-        (self.vm / "probe").write_text(text)
+                f"{sep} dropin\n{sep} ip_forward\n")
+        (self.vm / "probe.mid").write_text(text)
+        (self.vm / "probe.tail").write_text(f"{sep} b2d\nyes\n")
 
     def engine_world(self, version: str = "27.5.1", san: str = f"IP:{IP}", days: int = 800) -> None:
         """The engine (a TLS stand-in on the VM's address inside the doctor's namespace), its
@@ -374,7 +376,7 @@ case "$1" in
     case "$3" in
       "ip -4 -o addr show") cat '{self.vm / "addr"}'; exit 0 ;;
       "sysctl -n net.ipv4.ip_forward") cat '{self.vm / "ip_forward"}'; exit 0 ;;
-      *@@labctl-probe@@*) cat '{self.vm / "probe"}'; exit 0 ;;
+      *@@labctl-probe@@*) cd '{self.vm}' && cat probe.head addr probe.mid ip_forward probe.tail; exit 0 ;;
     esac ;;
 esac
 echo "docker-machine stand-in: unsupported: $*" >&2
@@ -587,7 +589,6 @@ lease 192.168.99.140 {{
         (w.vm / "status").write_text("Stopped\n")
     elif fault == "VM lacks the fixed IP":
         w.edit(w.vm / "addr", f"inet {IP}/24", "inet 192.168.99.131/24")
-        w.vm_firewall()  # the VM's probe shows its addresses too
     elif fault == "IP forwarding off":
         (w.vm / "ip_forward").write_text("0\n")
     elif fault == "route deleted":
@@ -809,6 +810,25 @@ def test_hung_docker_machine_fails_fast(world):
     assert "vmrun' stop" in got["fix"] and "lab.vmx hard && docker-machine start lab" in got["fix"]
     assert red(data) == {"machine.running"}
     assert_bounded(world, wall, "a hung docker-machine")
+
+
+def test_docker_machine_calls_overlap_instead_of_chaining(world):
+    """installed → exists → running → the VM's checks is a chain of checks, not of tool calls:
+    status and the VM's one-ssh probe start while --version is still answering, and the
+    VM's addresses and ip_forward come from that one probe (no ssh of their own)."""
+    log = world.base / "dm.log"
+    world.dm_script(f'echo "start $1 $(date +%s.%N)" >> \'{log}\'\n'
+                    f'[ "$1" = --version ] && sleep 0.6\n')
+    r = world.doctor("--json")
+    data = document(r.stdout, "doctor")
+    assert red(data) == set(), data
+    starts: dict[str, float] = {}
+    for line in log.read_text().splitlines():
+        _, verb, at = line.split()
+        starts.setdefault(verb, float(at))
+    assert starts["status"] - starts["--version"] < 0.5
+    assert starts["ssh"] - starts["--version"] < 0.5
+    assert [line.split()[1] for line in log.read_text().splitlines()].count("ssh") == 1
 
 
 def test_fault_details_name_the_problem(world):

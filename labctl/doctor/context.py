@@ -9,8 +9,11 @@ machine.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +231,22 @@ class Context(Facts):
     def engine_target(self, name: str | None = None) -> Any:
         return super().engine_target(name or self.record().name)
 
+    def prefetch(self, check_ids: set[str]) -> None:
+        """Start, in the background, the slow probes that checks further down the graph will
+        ask for: docker-machine's status and the VM's one-ssh probe need only the machine's
+        name, so the graph's chain (installed, exists, running, then the VM's own checks)
+        need not be a chain of tool calls.  Both are read-only; an answer nobody asks for
+        (the machine turned out to be stopped) is ignored, and an error is kept for the check
+        that asks."""
+        wanted: list[Callable[[], Any]] = []
+        if "machine.running" in check_ids:
+            wanted.append(self.machine_status)
+        if check_ids & {"machine.address", "forwarding.ip_forward", "forwarding.firewall"}:
+            wanted.append(self.vm_firewall)
+        for fn in wanted:
+            threading.Thread(target=_quietly, args=(fn,), daemon=True,
+                             name=f"doctor:prefetch:{fn.__name__}").start()
+
     @probe
     def vm_firewall(self) -> Any:
         """The VM's firewall and boot files (labctl.vmpath's one-ssh probe, parsed)."""
@@ -260,3 +279,10 @@ class Context(Facts):
         from labctl.machine import default_driver
 
         return default_driver(self.platform)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    """Run a prefetch: what it raises is the business of the check that asks (kept by the
+    probe's memo when it is one), never of the background thread."""
+    with contextlib.suppress(BaseException):
+        fn()

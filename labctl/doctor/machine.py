@@ -54,7 +54,7 @@ def address(ctx: Context) -> Result:
     """What the VM's own interfaces say (the leases file cannot show fixed addresses)."""
     rec = ctx.record()
     host = ctx.reservation()
-    out = ctx.ssh("ip -4 -o addr show").stdout
+    out = ctx.vm_firewall().addr_text  # the VM's one-ssh probe (``ip -4 -o addr show``)
     addrs = [m.group(1) for m in _INET.finditer(out) if not m.group(1).startswith("127.")]
     if host.ip in addrs:
         return ok(f"{rec.name} has {host.ip} ({', '.join(addrs)})")
@@ -69,7 +69,7 @@ def address(ctx: Context) -> Result:
 @check("forwarding.ip_forward", "IP forwarding in the VM", requires=("machine.running",))
 def ip_forward(ctx: Context) -> Result:
     rec = ctx.record()
-    value = ctx.ssh("sysctl -n net.ipv4.ip_forward").stdout.strip()
+    value = ctx.vm_firewall().ip_forward  # the VM's one-ssh probe (/proc/sys/net/ipv4/ip_forward)
     if value == "1":
         return ok("net.ipv4.ip_forward = 1")
     fix = f"docker-machine ssh {shell(rec.name)} sudo sysctl -w net.ipv4.ip_forward=1"
