@@ -75,6 +75,7 @@ def doctor(
     ctx.probe_image = probe_image
     if registry:
         ctx.registry_ref = registry
+    ctx.prefetch({c.id for c in selected})
     report = dr.run(selected, ctx, timeout=limit)
     if json:
         data = report.as_dict()
