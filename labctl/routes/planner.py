@@ -43,7 +43,7 @@ class RouteBatch(Change):
                 for op in self.ops for argv in table.op_argvs(op)]
 
     def apply(self, ctx: ExecContext) -> None:
-        self._intend(ctx)
+        state = self._intend(ctx)
         table = table_for(self.paths)
         failure: str | None = None
         said: dict[RouteOp, str] = {}
@@ -54,7 +54,7 @@ class RouteBatch(Change):
             if not res.ok:
                 last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
                 failure = f"ip -batch failed: {last[0]}"
-            elif is_root() and self._record_acked(ctx):
+            elif is_root() and self._record_acked(ctx, state):
                 return  # ip, run by labctl itself as root, applied every line: nothing to read back
         else:
             assert isinstance(table, DarwinTable)
@@ -98,7 +98,7 @@ class RouteBatch(Change):
                 problems.append(f"{' '.join(argv)}: {said[op]}")
         return "; ".join(problems) or None, said
 
-    def _intend(self, ctx: ExecContext) -> None:
+    def _intend(self, ctx: ExecContext) -> dict:
         """Write-ahead: the batch's routes are recorded (pending) before the kernel sees them,
         so a labctl killed during the batch leaves no route without a record."""
         from labctl import state as labstate
@@ -106,18 +106,17 @@ class RouteBatch(Change):
         state = labstate.load(self.paths)
         rec.intend(state, self.ops, self.machine)
         ctx.write(labstate.state_path(self.paths), labstate.dump(state), privileged=True)
+        return state  # as written (the lock is held until the batch is settled)
 
-    def _record_acked(self, ctx: ExecContext) -> bool:
+    def _record_acked(self, ctx: ExecContext, state: dict) -> bool:
         """``ip -batch`` exits 0 only when the kernel acknowledged every line, so when labctl
         ran it itself (as root: no sudo or helper in between whose word it would take) the
         batch's routes are exactly as asked.  Settle the batch's records on that, without
         reading the table back, if they are the only pending ones (else False: read it)."""
         from labctl import state as labstate
 
-        state = labstate.load(self.paths)
         mine = {str(op.destination) for op in self.ops}
-        pending = [r for r in state.get("routes", [])
-                   if isinstance(r, dict) and r.get("pending") in ("add", "delete")]
+        pending = [r for r in state.get("routes", []) if rec.is_pending(r)]
         if any(r.get("destination") not in mine for r in pending):
             return False
         there: set[tuple[IPv4Network, IPv4Address | None]] = {

@@ -28,13 +28,6 @@ if TYPE_CHECKING:
     from labctl.routes.tables import RouteOp
 
 
-# Records are read several times per command (a state file of 2,000 routes, each parsed anew,
-# was a good part of `route sync`); the parsed values are immutable, so parse each text once,
-# in the same cache as the routing table's.
-_network = cached_network
-_address = cached_address
-
-
 @dataclass(frozen=True)
 class Record:
     destination: IPv4Network
@@ -51,11 +44,11 @@ class Record:
             pending = data.get("pending")
             previous = data.get("previous")
             network = data.get("network")
-            return cls(_network(str(data["destination"])), _address(str(data["gateway"])),
+            return cls(cached_network(str(data["destination"])), cached_address(str(data["gateway"])),
                        str(data.get("machine") or ""), network if isinstance(network, str) else None,
                        str(data.get("created", "")),
                        pending if pending in ("add", "delete") else None,
-                       _address(str(previous)) if previous else None)
+                       cached_address(str(previous)) if previous else None)
         except (KeyError, ValueError, TypeError):
             return None
 
@@ -68,6 +61,11 @@ class Record:
         if self.previous is not None:
             data["previous"] = str(self.previous)
         return data
+
+
+def is_pending(item: Any) -> bool:
+    """Whether a state's route item is a record written ahead and not settled yet."""
+    return isinstance(item, dict) and item.get("pending") in ("add", "delete")
 
 
 def from_state(state: dict[str, Any]) -> list[Record]:
@@ -128,7 +126,7 @@ def settle(state: dict[str, Any], table: list[Route],
     if there is None:
         there = gateway_routes(table)
     for item in state.get("routes", []):
-        if not (isinstance(item, dict) and item.get("pending") in ("add", "delete")):
+        if not is_pending(item):
             routes.append(item)  # settled (or not a record labctl can read): left as it is
             continue
         record = Record.from_dict(item)

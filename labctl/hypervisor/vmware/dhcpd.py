@@ -227,7 +227,6 @@ def _host_fields(body: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         else:
             ips.append(fixed)
     return tuple(macs), tuple(ips)
-_MISSING_SEMI = re.compile(r"[^\s;{}]\s*\}")
 
 
 def _matching_brace(masked: str, open_at: int) -> int:
@@ -693,8 +692,6 @@ def _edited_mask(old: DhcpdConf, new_text: str) -> tuple[str, int, int, int]:
     nl = text.find("\n", len(text) - s)
     old_end = len(text) if nl < 0 else nl + 1
     new_end = old_end + len(new_text) - len(text)
-    if new_end < start:  # the changed lines overlap: mask it all
-        return _mask(new_text), 0, len(text), len(new_text)
     masked = old.masked[:start] + _mask(new_text[start:new_end]) + old.masked[old_end:]
     return masked, start, old_end, new_end
 
@@ -732,7 +729,7 @@ def _edit_keeps_structure(old: DhcpdConf, masked: str, start: int, old_end: int,
     else:  # a long run of blank space before the edit: not worth a special case
         return False
     hi = _SPACE_RUN.match(masked, new_end).end() + 1  # type: ignore[union-attr]
-    if _MISSING_SEMI.search(masked, lo, hi):
+    if _MISSING_SEMI_REVERSED.search(masked[lo:hi][::-1]):
         return False
     trailing = masked[max(masked.rfind(";"), masked.rfind("}")) + 1:]
     return not trailing.strip()
